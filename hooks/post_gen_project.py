@@ -1,0 +1,29 @@
+"""Remove the CI/CD definitions of the platform the user did not choose, and
+record the answers so the project can be updated from newer template versions."""
+import json
+import shutil
+from pathlib import Path
+
+CI_PLATFORM = "{{ cookiecutter.ci_platform }}"
+UNUSED_CI_DIRS = {
+    "github": [".azure-pipelines"],
+    "azure-devops": [".github"],
+    "both": [],
+}
+
+# The answers the user gave, without cookiecutter's private keys (paths of this machine).
+ANSWERS = {
+    key: value
+    for key, value in json.loads(r"""{{ cookiecutter | jsonify }}""").items()
+    if not key.startswith("_")
+}
+
+
+def main():
+    for folder in UNUSED_CI_DIRS[CI_PLATFORM]:
+        shutil.rmtree(folder)
+    Path(".cookiecutter.json").write_text(json.dumps(ANSWERS, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()

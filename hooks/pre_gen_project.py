@@ -1,0 +1,101 @@
+"""Validate every prompt answer before cookiecutter writes a single file.
+
+Rules follow Azure's published naming rules, so a bad name fails here, at
+generation time, instead of twenty minutes into a first deployment.
+On failure the hook exits 1 before any template file is rendered, and cookiecutter
+removes the project folder it had just created.
+"""
+import json
+import re
+import sys
+
+ANSWERS = json.loads(r"""{{ cookiecutter | jsonify }}""")
+
+# `az account list-locations --query "[].name"` (physical regions).
+AZURE_LOCATIONS = frozenset("""
+australiacentral australiacentral2 australiaeast australiasoutheast austriaeast
+belgiumcentral brazilsouth brazilsoutheast canadacentral canadaeast centralindia
+centralus chilecentral eastasia eastus eastus2 francecentral francesouth
+germanynorth germanywestcentral indonesiacentral israelcentral italynorth
+japaneast japanwest jioindiacentral jioindiawest koreacentral koreasouth
+malaysiawest mexicocentral newzealandnorth northcentralus northeurope
+norwayeast norwaywest polandcentral qatarcentral southafricanorth
+southafricawest southcentralus southindia southeastasia spaincentral
+swedencentral swedensouth switzerlandnorth switzerlandwest uaecentral uaenorth
+uksouth ukwest westcentralus westeurope westindia westus westus2 westus3
+""".split())
+
+# field: (pattern, rule in words, valid example)
+RULES = {
+    "project_slug": (
+        r"[a-z][a-z0-9-]{1,28}[a-z0-9]",
+        "3-30 characters: lowercase letters, digits and hyphens, starting with a letter "
+        "and not ending with a hyphen (it prefixes Azure resource names and the image name)",
+        "diabetes-mlops",
+    ),
+    "model_name": (
+        r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}",
+        "1-255 characters: letters, digits, '-', '_' and '.', starting with a letter or digit "
+        "(Azure ML model naming rule)",
+        "diabetes-model",
+    ),
+    "author": (r".*\S.*", "must not be empty", "Jane Doe"),
+    "azure_workspace_name": (
+        r"[A-Za-z0-9][A-Za-z0-9_-]{2,32}",
+        "3-33 characters: letters, digits, '-' and '_', starting with a letter or digit "
+        "(Azure ML workspace naming rule)",
+        "mlw-diabetes",
+    ),
+    "azure_subscription_id": (
+        r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+        "a GUID as printed by `az account show --query id -o tsv`",
+        "3f2c9a1e-8b7d-4c6e-9f0a-1b2c3d4e5f60",
+    ),
+    "azure_resource_group": (
+        r"[\w().-]{0,89}[\w()-]",
+        "1-90 characters: letters, digits, '_', '-', '.', '(' and ')', not ending with '.' "
+        "(Azure resource group naming rule)",
+        "rg-diabetes-mlops",
+    ),
+    "python_version": (r"3\.1[1-9]", "Python 3.11 or newer", "3.11"),
+}
+
+
+def problems(answers):
+    """Return one message per invalid answer."""
+    found = []
+    for field, (pattern, rule, example) in RULES.items():
+        value = answers[field]
+        if not re.fullmatch(pattern, value):
+            found.append(f"{field}={value!r} is invalid: {rule}. Example: {example!r}.")
+    location = answers["azure_location"]
+    if location not in AZURE_LOCATIONS:
+        found.append(
+            f"azure_location={location!r} is not an Azure region name: use the programmatic "
+            "name from `az account list-locations -o table` (lowercase, no spaces). "
+            "Example: 'westeurope'."
+        )
+    slug = answers["project_slug"]
+    registry = slug.replace("-", "") + "acr"
+    if len(registry) < 5 or len(registry) > 50:
+        found.append(
+            f"project_slug={slug!r} gives container registry name {registry!r}, which must "
+            "be 5-50 letters and digits. Example: 'diabetes-mlops'."
+        )
+    return found
+
+
+def main():
+    found = problems(ANSWERS)
+    if found:
+        print("ERROR: the project was not generated because some answers are invalid:",
+              file=sys.stderr)
+        for message in found:
+            print(f"  - {message}", file=sys.stderr)
+        print("Run cookiecutter again with corrected answers (or pass them as "
+              "key=value arguments).", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

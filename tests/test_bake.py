@@ -1,0 +1,79 @@
+"""Every baked combination is complete, clean, parseable and passes its own checks."""
+import json
+import re
+import subprocess
+import sys
+import tomllib
+
+import pytest
+import yaml
+
+from conftest import COMBINATIONS
+
+TOP_LEVEL = {"ml_service", "training", "scoring", "environment_setup", "tests",
+             "README.md", "pyproject.toml", "Makefile", ".gitignore", "mlops.toml"}
+CI_FOLDERS = {"github": {".github"}, "azure-devops": {".azure-pipelines"},
+              "both": {".github", ".azure-pipelines"}}
+LEFTOVER = re.compile(r"\{\{|\{%|(?<![.\w])cookiecutter\.(?!json)")
+
+
+def files(project):
+    return [path for path in project.rglob("*") if path.is_file()]
+
+
+def test_layout_and_ci_pruning(project, combination):
+    names = {path.name for path in project.iterdir()}
+    assert TOP_LEVEL <= names
+    expected_ci = CI_FOLDERS[COMBINATIONS[combination]["ci_platform"]]
+    assert names & {".github", ".azure-pipelines"} == expected_ci
+    empty = [path for path in project.rglob("*") if path.is_dir() and not any(path.iterdir())]
+    assert empty == []
+
+
+def test_no_template_syntax_left(project):
+    leftovers = [f"{path.relative_to(project)}: {match.group(0)!r}"
+                 for path in files(project)
+                 for match in [LEFTOVER.search(path.read_text(errors="ignore"))] if match]
+    assert leftovers == []
+
+
+PARSERS = {
+    ".py": lambda text, path: compile(text, str(path), "exec"),
+    ".json": lambda text, path: json.loads(text),
+    ".toml": lambda text, path: tomllib.loads(text),
+    ".yml": lambda text, path: list(yaml.safe_load_all(text)),
+    ".yaml": lambda text, path: list(yaml.safe_load_all(text)),
+}
+
+
+def test_every_file_parses_for_its_type(project):
+    checked = 0
+    for path in files(project):
+        parse = PARSERS.get(path.suffix)
+        if parse:
+            parse(path.read_text(), path)
+            checked += 1
+    assert checked > 10
+
+
+def test_answers_are_recorded_for_updates(project, combination):
+    answers = json.loads((project / ".cookiecutter.json").read_text())
+    for key, value in COMBINATIONS[combination].items():
+        assert answers[key] == value
+    assert not [key for key in answers if key.startswith("_")]
+    config = tomllib.loads((project / "mlops.toml").read_text())
+    assert config["azure"]["workspace_name"] == answers["azure_workspace_name"]
+    assert config["model"]["name"] == answers["model_name"]
+
+
+def test_flake8_clean(project):
+    result = subprocess.run([sys.executable, "-m", "flake8"], cwd=project,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_own_test_suite_passes(project):
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "-n", "0"], cwd=project, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]

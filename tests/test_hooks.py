@@ -1,0 +1,63 @@
+"""Bad answers stop generation before any file is written, with an actionable message."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TEMPLATE = Path(__file__).resolve().parents[1]
+
+BAD_ANSWERS = [
+    ("project_slug", "My Project", "lowercase letters"),
+    ("project_slug", "ab", "3-30 characters"),
+    ("project_slug", "trailing-", "not ending with a hyphen"),
+    ("model_name", "-model", "Azure ML model naming rule"),
+    ("author", "  ", "must not be empty"),
+    ("azure_workspace_name", "ws", "3-33 characters"),
+    ("azure_workspace_name", "_ws-name", "starting with a letter or digit"),
+    ("azure_workspace_name", "w" * 34, "3-33 characters"),
+    ("azure_subscription_id", "my-subscription", "GUID"),
+    ("azure_subscription_id", "3f2c9a1e-8b7d-4c6e-9f0a-1b2c3d4e5f6", "GUID"),
+    ("azure_resource_group", "rg-name.", "not ending with '.'"),
+    ("azure_resource_group", "rg name", "Azure resource group naming rule"),
+    ("azure_resource_group", "r" * 91, "1-90 characters"),
+    ("azure_location", "West Europe", "az account list-locations"),
+    ("azure_location", "mars", "az account list-locations"),
+]
+
+
+@pytest.mark.parametrize("field, value, rule", BAD_ANSWERS,
+                         ids=[f"{field}={value[:12]!r}" for field, value, _ in BAD_ANSWERS])
+def test_bad_answer_stops_generation(cookies, capfd, tmp_path, field, value, rule):
+    result = cookies.bake(extra_context={field: value})
+    assert result.exit_code != 0
+    # pytest-cookies bakes into <tmp_path>/cookies/bake00: it must be left empty.
+    assert list((tmp_path / "cookies" / "bake00").iterdir()) == []
+    message = capfd.readouterr().err
+    assert f"{field}={value!r}" in message
+    assert rule in message
+    assert "Example:" in message
+
+
+def test_several_bad_answers_are_reported_together(cookies, capfd):
+    result = cookies.bake(extra_context={"azure_location": "mars",
+                                         "azure_subscription_id": "x"})
+    assert result.exit_code != 0
+    message = capfd.readouterr().err
+    assert "azure_location='mars'" in message and "azure_subscription_id='x'" in message
+
+
+def test_cli_leaves_nothing_behind_and_speaks_first(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "cookiecutter", "--no-input", "--output-dir", str(tmp_path),
+         str(TEMPLATE), "azure_location=West Europe"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert result.returncode != 0
+    assert list(tmp_path.iterdir()) == []
+    # cookiecutter prints its own traceback after the hook's message; ours must come first.
+    assert result.stdout.startswith("ERROR: the project was not generated")
+    assert "azure_location='West Europe'" in result.stdout.splitlines()[1]
+
+
+def test_default_answers_are_valid(cookies):
+    assert cookies.bake().exit_code == 0

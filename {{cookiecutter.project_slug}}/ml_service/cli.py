@@ -1,0 +1,59 @@
+"""`python -m ml_service <stage>`: the thin CLI that CI steps and people call."""
+import argparse
+import logging
+import sys
+import warnings
+
+from ml_service.config import load_settings
+from ml_service.errors import MlopsError
+from ml_service.stages import evaluate, pipeline, register, train
+
+STAGES = {
+    "train": train,
+    "evaluate": evaluate,
+    "register": register,
+    "pipeline": pipeline,
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m ml_service", description=__doc__)
+    parser.add_argument("--config", help="settings file (default: $MLOPS_CONFIG or ./mlops.toml)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for name, module in STAGES.items():
+        module.add_arguments(commands.add_parser(name, help=module.HELP, description=module.HELP))
+    return parser
+
+
+def configure_logging(debug):
+    console = logging.StreamHandler()
+    console.setLevel(logging.DEBUG if debug else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[console])
+    # Our own INFO lines reach the stage log artifacts (tracking.stage_run), not the console.
+    logging.getLogger("ml_service").setLevel(logging.DEBUG if debug else logging.INFO)
+    if not debug:
+        # Library chatter (database migrations, deprecation notices) hides the result lines.
+        for noisy in ("alembic", "mlflow"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    configure_logging(args.debug)
+    try:
+        settings = load_settings(args.config)
+        return STAGES[args.stage].run(settings, args)
+    except MlopsError as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except Exception as error:  # an MLflow or driver failure we did not anticipate
+        if args.debug:
+            raise
+        print(f"error: {args.stage} failed with {type(error).__name__}: {error}. "
+              "Run again with --debug for the full traceback.", file=sys.stderr)
+        return 1

@@ -1,0 +1,161 @@
+"""Typed settings, read once from mlops.toml plus environment overrides.
+
+Every section of mlops.toml is a frozen dataclass below; the loader checks that
+each key exists and has the declared type, so a typo or a wrong value fails
+at start-up with the name of the key, never deep inside a stage.
+"""
+import dataclasses
+import os
+import tomllib
+from pathlib import Path
+
+from ml_service.errors import ConfigError
+
+CONFIG_ENV = "MLOPS_CONFIG"
+DEFAULT_CONFIG = "mlops.toml"
+
+
+@dataclasses.dataclass(frozen=True)
+class AzureSettings:
+    subscription_id: str
+    resource_group: str
+    workspace_name: str
+    location: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    name: str
+    experiment: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings:
+    test_size: float
+    random_seed: int
+    alpha: float
+
+
+@dataclasses.dataclass(frozen=True)
+class GateSettings:
+    min_r2: float
+    min_improvement: float
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackingSettings:
+    uri: str
+    artifact_root: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    project_root: Path
+    azure: AzureSettings
+    model: ModelSettings
+    training: TrainingSettings
+    gate: GateSettings
+    tracking: TrackingSettings
+
+
+SECTIONS = {
+    field.name: field.type
+    for field in dataclasses.fields(Settings)
+    if field.name != "project_root"
+}
+
+# Checks beyond the type, as (predicate, rule in words).
+CONSTRAINTS = {
+    ("training", "test_size"): (lambda v: 0 < v < 1, "a fraction between 0 and 1"),
+    ("training", "alpha"): (lambda v: v >= 0, "zero or positive"),
+    ("gate", "min_improvement"): (lambda v: 0 <= v < 1, "a fraction between 0 and 1"),
+    ("model", "name"): (bool, "not empty"),
+}
+
+
+def _coerce(raw, kind, key, from_environment):
+    """Return `raw` as `kind`; environment variables (always strings) are parsed."""
+    if from_environment and kind is not str:
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ConfigError(
+                f"Setting {key} is {raw!r}, which is not a valid {kind.__name__}.",
+                f"Set it to a {kind.__name__} in mlops.toml or its environment variable.",
+            ) from None
+    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if type(raw) is not kind:
+        raise ConfigError(
+            f"Setting {key} is {raw!r} ({type(raw).__name__}), but must be a {kind.__name__}.",
+            "Fix its value in mlops.toml (strings need quotes, numbers must not have them).",
+        )
+    return raw
+
+
+def _section(name, cls, values, environ):
+    if not isinstance(values, dict):
+        raise ConfigError(f"Section [{name}] is missing from the config file.",
+                          f"Add a [{name}] table; see the template's mlops.toml.")
+    known = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"Unknown setting(s) in [{name}]: {', '.join(unknown)}.",
+                          "Remove them or check the spelling; known keys: "
+                          f"{', '.join(sorted(known))}.")
+    parsed = {}
+    for field in dataclasses.fields(cls):
+        key = f"[{name}] {field.name}"
+        env_name = f"MLOPS_{name}_{field.name}".upper()
+        from_environment = env_name in environ
+        if from_environment:
+            raw = environ[env_name]
+            key = f"{env_name} (overrides {key})"
+        elif field.name in values:
+            raw = values[field.name]
+        else:
+            raise ConfigError(f"Setting {key} is missing.",
+                              f"Add `{field.name} = ...` to the [{name}] section of mlops.toml.")
+        value = _coerce(raw, field.type, key, from_environment)
+        check = CONSTRAINTS.get((name, field.name))
+        if check and not check[0](value):
+            raise ConfigError(f"Setting {key} is {value!r}, but must be {check[1]}.",
+                              "Fix the value in mlops.toml or its environment variable.")
+        parsed[field.name] = value
+    return cls(**parsed)
+
+
+def resolve_tracking_uri(uri, root):
+    """Make a relative sqlite path absolute against the project root."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(root / uri[len(prefix):])
+    return uri
+
+
+def load_settings(path=None, environ=None):
+    """Read the config file once and return validated Settings."""
+    environ = os.environ if environ is None else environ
+    path = Path(path or environ.get(CONFIG_ENV) or DEFAULT_CONFIG).resolve()
+    try:
+        document = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {path} does not exist.",
+                          f"Run from the project root, or pass --config / set {CONFIG_ENV}.",
+                          ) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"Config file {path} is not valid TOML: {error}.",
+                          "Fix the syntax at the position shown.") from None
+    extra = sorted(set(document) - set(SECTIONS))
+    if extra:
+        raise ConfigError(f"Unknown section(s) in {path.name}: {', '.join(extra)}.",
+                          f"Known sections: {', '.join(SECTIONS)}.")
+    root = path.parent
+    sections = {name: _section(name, cls, document.get(name), environ)
+                for name, cls in SECTIONS.items()}
+    tracking = sections["tracking"]
+    sections["tracking"] = TrackingSettings(
+        uri=resolve_tracking_uri(environ.get("MLFLOW_TRACKING_URI", tracking.uri), root),
+        artifact_root=str(root / tracking.artifact_root),
+    )
+    return Settings(project_root=root, **sections)

@@ -1,0 +1,53 @@
+import pytest
+
+from ml_service.config import load_settings
+from ml_service.errors import ConfigError
+
+
+def test_defaults_load_with_types(project):
+    settings = load_settings(project / "mlops.toml", environ={})
+    assert isinstance(settings.training.alpha, float)
+    assert isinstance(settings.training.random_seed, int)
+    assert settings.tracking.uri == f"sqlite:///{project}/mlruns/mlflow.db"
+    assert settings.tracking.artifact_root == str(project / "mlruns" / "artifacts")
+
+
+def test_environment_overrides_the_file(project):
+    settings = load_settings(project / "mlops.toml", environ={
+        "MLOPS_TRAINING_ALPHA": "0.5", "MLFLOW_TRACKING_URI": "http://mlflow.example:5000"})
+    assert settings.training.alpha == 0.5
+    assert settings.tracking.uri == "http://mlflow.example:5000"
+
+
+def rewrite(project, old, new):
+    path = project / "mlops.toml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    return path
+
+
+@pytest.mark.parametrize("old, new, named", [
+    ("random_seed = 42", 'random_seed = "42"', "[training] random_seed"),
+    ("alpha = 0.1", "alpha = true", "[training] alpha"),
+    ("test_size = 0.2", "test_size = 1.5", "[training] test_size"),
+    ("min_r2 = 0.3\n", "", "[gate] min_r2"),
+    ("alpha = 0.1", "alpha = 0.1\nalhpa = 2", "alhpa"),
+    ("[gate]", "[gates]", "gates"),
+    ("alpha = 0.1", "alpha = ", "not valid TOML"),
+])
+def test_bad_file_values_name_the_key(project, old, new, named):
+    with pytest.raises(ConfigError) as raised:
+        load_settings(rewrite(project, old, new), environ={})
+    assert named in str(raised.value)
+
+
+def test_bad_environment_value_names_the_variable(project):
+    with pytest.raises(ConfigError, match="MLOPS_TRAINING_RANDOM_SEED") as raised:
+        load_settings(project / "mlops.toml", environ={"MLOPS_TRAINING_RANDOM_SEED": "forty"})
+    assert raised.value.exit_code == 2
+
+
+def test_missing_file_says_how_to_point_at_one(tmp_path):
+    with pytest.raises(ConfigError, match="MLOPS_CONFIG"):
+        load_settings(tmp_path / "nope.toml", environ={})

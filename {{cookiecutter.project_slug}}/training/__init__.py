@@ -1,0 +1,1 @@
+"""Model code: plain functions with no knowledge of MLflow, Azure or the CLI."""
