@@ -1,5 +1,6 @@
 # The template's two entry points (see README.md):
-#   make demo  - bake a project with the default answers and run its pipeline locally
+#   make demo  - bake a project with the default answers and run its whole pipeline
+#                locally, train to production (KEEP_SERVING=1 leaves the servers up)
 #   make test  - run the template's test suite (bakes projects and runs their own checks)
 # Both create the virtualenv they need on first use; only Python 3.11+, git and make
 # must be installed.
@@ -25,7 +26,7 @@ demo: $(INSTALLED)
 	$(PYTHON) -m cookiecutter --no-input --output-dir $(DEMO_DIR) .
 	cd $(DEMO_PROJECT) && git init -q && git add -A && \
 		git -c user.name=demo -c user.email=demo@example.com commit -q -m "Baked from the template"
-	$(MAKE) -C $(DEMO_PROJECT) pipeline PYTHON=$(PYTHON)
+	$(MAKE) -C $(DEMO_PROJECT) demo PYTHON=$(PYTHON) KEEP_SERVING=$(KEEP_SERVING)
 
 test: $(INSTALLED)
 	$(PYTHON) -m pytest

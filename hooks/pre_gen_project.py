@@ -28,9 +28,10 @@ uksouth ukwest westcentralus westeurope westindia westus westus2 westus3
 # field: (pattern, rule in words, valid example)
 RULES = {
     "project_slug": (
-        r"[a-z][a-z0-9-]{1,28}[a-z0-9]",
-        "3-30 characters: lowercase letters, digits and hyphens, starting with a letter "
-        "and not ending with a hyphen (it prefixes Azure resource names and the image name)",
+        r"[a-z][a-z0-9-]{1,27}[a-z0-9]",
+        "3-29 characters: lowercase letters, digits and hyphens, starting with a letter "
+        "and not ending with a hyphen (it prefixes Azure resource names and the image name; "
+        "29 keeps the default workspace name 'mlw-<slug>' within Azure's 33)",
         "diabetes-mlops",
     ),
     "model_name": (

@@ -9,7 +9,8 @@ TEMPLATE = Path(__file__).resolve().parents[1]
 
 BAD_ANSWERS = [
     ("project_slug", "My Project", "lowercase letters"),
-    ("project_slug", "ab", "3-30 characters"),
+    ("project_slug", "ab", "3-29 characters"),
+    ("project_slug", "a" * 30, "3-29 characters"),
     ("project_slug", "trailing-", "not ending with a hyphen"),
     ("model_name", "-model", "Azure ML model naming rule"),
     ("author", "  ", "must not be empty"),

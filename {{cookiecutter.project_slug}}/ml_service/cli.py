@@ -1,18 +1,28 @@
 """`python -m ml_service <stage>`: the thin CLI that CI steps and people call."""
 import argparse
+import dataclasses
 import logging
 import sys
 import warnings
 
-from ml_service.config import load_settings
+from ml_service.config import BACKENDS, PipelineSettings, load_settings
 from ml_service.errors import MlopsError
-from ml_service.stages import evaluate, pipeline, register, train
+from ml_service.stages import (build_image, deploy, evaluate, infra, pipeline, promote,
+                               register, rollback, schedule, smoke_test, stop, train)
 
 STAGES = {
     "train": train,
     "evaluate": evaluate,
     "register": register,
+    "build-image": build_image,
+    "deploy": deploy,
+    "smoke-test": smoke_test,
+    "promote": promote,
+    "rollback": rollback,
+    "stop": stop,
     "pipeline": pipeline,
+    "schedule": schedule,
+    "infra": infra,
 }
 
 
@@ -20,6 +30,10 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="python -m ml_service", description=__doc__)
     parser.add_argument("--config", help="settings file (default: $MLOPS_CONFIG or ./mlops.toml)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="where training runs (default: [pipeline] backend in mlops.toml)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="Azure commands: print the exact plan; send nothing, need no login")
     commands = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name, module in STAGES.items():
         module.add_arguments(commands.add_parser(name, help=module.HELP, description=module.HELP))
@@ -45,6 +59,8 @@ def main(argv=None):
     configure_logging(args.debug)
     try:
         settings = load_settings(args.config)
+        if args.backend:
+            settings = dataclasses.replace(settings, pipeline=PipelineSettings(args.backend))
         return STAGES[args.stage].run(settings, args)
     except MlopsError as error:
         if args.debug:

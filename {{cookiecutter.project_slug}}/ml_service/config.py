@@ -6,6 +6,7 @@ at start-up with the name of the key, never deep inside a stage.
 """
 import dataclasses
 import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -21,6 +22,14 @@ class AzureSettings:
     resource_group: str
     workspace_name: str
     location: str
+    compute_name: str
+    compute_vm_size: str
+    compute_max_nodes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineSettings:
+    backend: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,14 +58,62 @@ class TrackingSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ImageSettings:
+    registry: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingSettings:
+    workers: int
+    max_batch_size: int
+    startup_timeout: float
+
+
+@dataclasses.dataclass(frozen=True)
+class StagingSettings:
+    kind: str
+    port: int
+    smoke_max_latency_ms: float
+    # Azure Container Instances (kind = "aci")
+    cpu: float
+    memory_gb: float
+    dns_label: str
+    pull_identity: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ProductionSettings:
+    kind: str
+    port: int
+    smoke_max_latency_ms: float
+    # AKS (kind = "aks"): "gitops" (Flux applies the committed overlay) or "push"
+    mode: str
+    cluster: str
+    sync_timeout: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     project_root: Path
+    pipeline: PipelineSettings
     azure: AzureSettings
     model: ModelSettings
     training: TrainingSettings
     gate: GateSettings
     tracking: TrackingSettings
+    image: ImageSettings
+    serving: ServingSettings
+    staging: StagingSettings
+    production: ProductionSettings
 
+    def target(self, name):
+        """The settings of deployment target `name` (staging or production)."""
+        return getattr(self, name)
+
+
+BACKENDS = ("local", "azureml")
+TARGET_NAMES = ("staging", "production")
+TARGET_KINDS = {"staging": ("local", "aci"), "production": ("local", "aks")}
 
 SECTIONS = {
     field.name: field.type
@@ -70,6 +127,24 @@ CONSTRAINTS = {
     ("training", "alpha"): (lambda v: v >= 0, "zero or positive"),
     ("gate", "min_improvement"): (lambda v: 0 <= v < 1, "a fraction between 0 and 1"),
     ("model", "name"): (bool, "not empty"),
+    ("pipeline", "backend"): (lambda v: v in BACKENDS, " or ".join(map(repr, BACKENDS))),
+    ("azure", "compute_max_nodes"): (lambda v: 1 <= v <= 100, "between 1 and 100"),
+    ("staging", "cpu"): (lambda v: 0 < v <= 4, "between 0 and 4 cores"),
+    ("staging", "memory_gb"): (lambda v: 0 < v <= 16, "between 0 and 16 GB"),
+    ("staging", "dns_label"): (lambda v: re.fullmatch(r"[a-z][a-z0-9-]{1,61}[a-z0-9]", v),
+                               "3-63 lowercase letters, digits and hyphens"),
+    ("production", "mode"): (lambda v: v in ("gitops", "push"), "'gitops' or 'push'"),
+    ("production", "sync_timeout"): (lambda v: v > 0, "positive"),
+    ("serving", "workers"): (lambda v: 1 <= v <= 32, "between 1 and 32"),
+    ("serving", "max_batch_size"): (lambda v: v >= 1, "at least 1"),
+    ("serving", "startup_timeout"): (lambda v: v > 0, "positive"),
+    **{(target, "kind"): (lambda v, t=target: v in TARGET_KINDS[t],
+                          " or ".join(map(repr, TARGET_KINDS[target])))
+       for target in TARGET_NAMES},
+    **{(target, "port"): (lambda v: 1024 <= v <= 65535, "a port between 1024 and 65535")
+       for target in TARGET_NAMES},
+    **{(target, "smoke_max_latency_ms"): (lambda v: v > 0, "positive")
+       for target in TARGET_NAMES},
 }
 
 

@@ -36,7 +36,12 @@ def connect(settings):
     reported as such instead of as a driver traceback.
     """
     uri = settings.tracking.uri
-    if uri.startswith("sqlite:///"):
+    local = uri.startswith("sqlite:///")
+    if settings.pipeline.backend == "azureml" and local:
+        # On Azure the registry is the workspace's MLflow endpoint (needs azureml-mlflow).
+        from ml_service.azure.workspace import ml_client, tracking_uri
+        uri, local = tracking_uri(ml_client(settings)), False
+    if local:
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -44,10 +49,12 @@ def connect(settings):
     try:
         client = MlflowClient()
         experiment = client.get_experiment_by_name(name)
-        if experiment is None:
+        if experiment is None and local:
             artifacts = Path(settings.tracking.artifact_root)
             artifacts.mkdir(parents=True, exist_ok=True)
             experiment_id = client.create_experiment(name, artifact_location=artifacts.as_uri())
+        elif experiment is None:
+            experiment_id = client.create_experiment(name)
         else:
             experiment_id = experiment.experiment_id
     except Exception as error:  # the driver's own errors vary by store type

@@ -25,8 +25,11 @@ def migrated_database(tmp_path_factory):
 
 @pytest.fixture
 def project(tmp_path, migrated_database):
-    """A project folder with the real mlops.toml and a fresh local MLflow store."""
+    """A project folder with the real mlops.toml, scoring/ and deploy/, and a fresh
+    local MLflow store."""
     shutil.copy(PROJECT_ROOT / "mlops.toml", tmp_path / "mlops.toml")
+    for folder in ("scoring", "deploy"):
+        shutil.copytree(PROJECT_ROOT / folder, tmp_path / folder)
     (tmp_path / "mlruns").mkdir()
     shutil.copy(migrated_database, tmp_path / "mlruns" / "mlflow.db")
     return tmp_path

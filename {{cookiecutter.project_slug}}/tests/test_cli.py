@@ -1,12 +1,43 @@
-def test_pipeline_runs_every_stage_and_a_second_run_is_safe(run_cli, project):
-    first = run_cli("pipeline")
-    assert first.returncode == 0, first.stderr
-    assert "register: " in first.stdout and "version 1" in first.stdout
-    second = run_cli("pipeline")
-    assert second.returncode == 0, second.stderr
-    # No model holds the production alias, so the gate passes and a new version is added.
-    assert "version 2" in second.stdout
-    assert "Traceback" not in first.stderr + second.stderr
+import socket
+import subprocess
+
+import pytest
+
+
+def test_stages_hand_over_between_processes_as_in_ci(run_cli, tmp_path):
+    outputs = tmp_path / "github_output"
+    for stage in ("train", "evaluate", "register", "register"):
+        result = run_cli(stage, GITHUB_OUTPUT=str(outputs))
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+    published = outputs.read_text().splitlines()
+    assert "gate=passed" in published
+    # The second register finds the version the first one made: one version per run.
+    assert published.count("model_version=1") == 2
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_pipeline_goes_to_production_with_approval(run_cli, project):
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    ports = {"MLOPS_STAGING_PORT": str(free_port()), "MLOPS_PRODUCTION_PORT": str(free_port()),
+             "MLOPS_SERVING_WORKERS": "1"}
+    result = run_cli("pipeline", "--approve", "--stop-servers", **ports)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in ("register: ", "build-image: ", "deploy: staging serves",
+                 "smoke-test: production version 1 passed", "promote: production serves",
+                 "sample prediction", "stop: production stopped"):
+        assert line in result.stdout
+    again = run_cli("pipeline", "--approve", "--stop-servers", **ports)
+    assert again.returncode == 0, again.stdout + again.stderr
+    # Same data and code: the gate rejects the retrained twin, nothing is redeployed.
+    assert "gate REJECTED" in again.stdout
+    assert "nothing was built or deployed" in again.stdout
 
 
 def test_stage_before_train_exits_1_with_advice(run_cli):

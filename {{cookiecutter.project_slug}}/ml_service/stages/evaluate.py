@@ -12,7 +12,7 @@ import mlflow
 import mlflow.sklearn
 from mlflow.exceptions import MlflowException
 
-from ml_service import tracking
+from ml_service import report, tracking
 from ml_service.errors import MlopsError
 from training.data import fingerprint, load_dataset, split_dataset
 from training.model import regression_metrics
@@ -86,13 +86,20 @@ def evaluate(settings, run_id=None):
         decision = decide(challenger, champion, settings.gate)
         mlflow.log_metric("gate_passed", int(decision.passed))
         mlflow.set_tag("gate_reason", decision.reason)
-        log.info("Gate %s: %s", "passed" if decision.passed else "rejected", decision.reason)
-    client.set_tag(lineage_id, tracking.GATE, "passed" if decision.passed else "rejected")
+        log.info("Gate decision (passed=%s): %s", decision.passed, decision.reason)
+    gate = "passed" if decision.passed else "rejected"
+    client.set_tag(lineage_id, tracking.GATE, gate)
     client.set_tag(lineage_id, tracking.GATE_REASON, decision.reason)
-    print(f"evaluate: gate {'PASSED' if decision.passed else 'REJECTED'} - {decision.reason}")
+    report.publish("evaluate", f"gate {gate.upper()} - {decision.reason}",
+                   {"run_id": lineage_id, "gate": gate, "gate_reason": decision.reason})
     return decision
 
 
 def run(settings, args):
-    evaluate(settings, args.run_id)
+    if settings.pipeline.backend == "azureml":
+        # On Azure ML the gate ran as a pipeline step; this reads its decision.
+        from ml_service.azure import pipeline_job
+        pipeline_job.gate_result(settings, args.run_id)
+    else:
+        evaluate(settings, args.run_id)
     return 0

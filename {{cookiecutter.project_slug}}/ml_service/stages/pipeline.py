@@ -1,17 +1,62 @@
-"""pipeline: every stage in order, in one process, as CI runs them one by one."""
-from ml_service.stages import evaluate, register, train
+"""pipeline: the whole CI+CD chain in one process, as CI runs it step by step.
 
-HELP = "run train, evaluate and register in order"
+train -> evaluate -> register -> build-image -> deploy staging -> smoke-test,
+then, only with --approve, promote to production (which smoke-tests it).
+"""
+import json
+
+from ml_service import desired_state
+from ml_service.config import TARGET_NAMES
+from ml_service.stages import build_image, deploy, evaluate, promote, register, smoke_test
+from ml_service.stages import stop as stop_stage
+from ml_service.stages import train
+from ml_service.targets import get_target
+
+HELP = "run every stage in order: train to staging, and to production with --approve"
 
 
 def add_arguments(parser):
-    """pipeline takes no options of its own."""
+    parser.add_argument("--approve", action="store_true", help="also promote to production")
+    parser.add_argument("--stop-servers", action="store_true",
+                        help="stop the local scoring servers at the end")
+
+
+def summary(settings):
+    """One block saying what runs where, with a sample prediction from each target."""
+    payload = json.loads((settings.project_root / smoke_test.SAMPLE_REQUEST).read_text())
+    lines = ["", "Summary", f"  MLflow store: {settings.tracking.uri}",
+             "  Browse it:    make ui  (or: mlflow ui --backend-store-uri "
+             f"{settings.tracking.uri})"]
+    for name in TARGET_NAMES:
+        state = desired_state.read(settings, name)
+        target = get_target(name, settings)
+        deployment = target.status()
+        if deployment is None or not deployment.healthy or not state.is_set:
+            lines.append(f"  {name:<10}  not deployed")
+            continue
+        _, body, _ = smoke_test.score(deployment, target.request_headers(), payload)
+        lines.append(f"  {name:<10}  version {deployment.model_version}  {state.image}")
+        lines.append(f"  {'':<10}  {deployment.scoring_uri}  sample prediction: "
+                     f"{[round(p, 1) for p in body['predictions']]}")
+    print("\n".join(lines))
 
 
 def run(settings, args):
     lineage_id = train.train(settings)
     evaluate.evaluate(settings, lineage_id)
-    register.register(settings, lineage_id)
-    print(f"pipeline: done. MLflow store: {settings.tracking.uri}\n"
-          f"  browse it with: mlflow ui --backend-store-uri {settings.tracking.uri}")
+    version = register.register(settings, lineage_id)
+    if version is None:
+        print("pipeline: the gate rejected the new model, so nothing was built or deployed.")
+    else:
+        build_image.build_image(settings, version)
+        deploy.deploy(settings, "staging", version)
+        smoke_test.smoke_test(settings, "staging")
+        if args.approve:
+            promote.promote(settings, approved=True)
+        else:
+            print("pipeline: production unchanged; promote with "
+                  "`python -m ml_service promote --approve`.")
+    summary(settings)
+    if args.stop_servers:
+        stop_stage.stop(settings)
     return 0

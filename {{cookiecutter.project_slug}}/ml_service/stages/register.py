@@ -3,7 +3,7 @@ import logging
 
 import mlflow
 
-from ml_service import tracking
+from ml_service import report, tracking
 
 HELP = "register the evaluated model if the gate passed"
 log = logging.getLogger(__name__)
@@ -24,13 +24,13 @@ def register(settings, run_id=None):
     tags = lineage.data.tags
     gate = tracking.require_tag(lineage, tracking.GATE, "evaluate")
     if gate != "passed":
-        print(f"register: skipped, the gate rejected pipeline run {lineage_id}: "
-              f"{tags[tracking.GATE_REASON]}")
+        report.publish("register", f"skipped, the gate rejected pipeline run {lineage_id}: "
+                       f"{tags[tracking.GATE_REASON]}", {"model_version": None})
         return None
     if tracking.REGISTERED_VERSION in tags:
         version = tags[tracking.REGISTERED_VERSION]
-        print(f"register: pipeline run {lineage_id} is already registered as "
-              f"{settings.model.name} version {version}")
+        report.publish("register", f"pipeline run {lineage_id} is already registered as "
+                       f"{settings.model.name} version {version}", {"model_version": version})
         return version
     train_run = client.get_run(tags[tracking.TRAIN_RUN_ID])
     version_tags = {
@@ -48,11 +48,16 @@ def register(settings, run_id=None):
         mlflow.log_param("registered_version", version)
         log.info("Registered %s version %s", settings.model.name, version)
     client.set_tag(lineage_id, tracking.REGISTERED_VERSION, version)
-    print(f"register: {settings.model.name} version {version} "
-          f"(git {version_tags['git_commit'][:12]})")
+    report.publish("register", f"{settings.model.name} version {version} "
+                   f"(git {version_tags['git_commit'][:12]})", {"model_version": version})
     return str(version)
 
 
 def run(settings, args):
-    register(settings, args.run_id)
+    if settings.pipeline.backend == "azureml":
+        # On Azure ML registration ran as a pipeline step; this reads its result.
+        from ml_service.azure import pipeline_job
+        pipeline_job.registration_result(settings, args.run_id)
+    else:
+        register(settings, args.run_id)
     return 0

@@ -6,7 +6,7 @@ import mlflow
 import mlflow.sklearn
 from mlflow.models import infer_signature
 
-from ml_service import tracking
+from ml_service import report, tracking
 from training.data import fingerprint, load_dataset, split_dataset
 from training.model import regression_metrics, train_model
 
@@ -55,11 +55,16 @@ def train(settings):
         tracking.DATA_FINGERPRINT: data_fingerprint,
     }.items():
         client.set_tag(lineage_id, tag, value)
-    print(f"train: pipeline run {lineage_id}; held-out " + ", ".join(
-        f"{name}={value:.4f}" for name, value in metrics.items()))
+    report.publish("train", f"pipeline run {lineage_id}; held-out " + ", ".join(
+        f"{name}={value:.4f}" for name, value in metrics.items()),
+        {"run_id": lineage_id, **metrics})
     return lineage_id
 
 
 def run(settings, args):
-    train(settings)
+    if settings.pipeline.backend == "azureml":
+        from ml_service.azure import pipeline_job
+        pipeline_job.submit_training_pipeline(settings, dry_run=args.dry_run)
+    else:
+        train(settings)
     return 0

@@ -1,0 +1,107 @@
+"""GitOps desired state: what each environment should run, kept in git.
+
+The state is the `images:` entry and the `scoring-model` literals between the
+desired-state markers of deploy/overlays/<target>/kustomization.yaml (format in
+deploy/README.md). It is edited line by line, so comments and layout survive and
+a promotion's git diff shows exactly what changed.
+"""
+import dataclasses
+import re
+import subprocess
+
+import yaml
+
+from ml_service.errors import MlopsError
+
+BEGIN = "# --- desired state"
+END = "# --- end of desired state"
+UNSET_VERSION = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class DesiredState:
+    model_version: str   # "none" before the first deployment
+    image: str           # repository:tag
+    image_digest: str    # "" when the image was not pushed (local runs)
+
+    @property
+    def is_set(self):
+        return self.model_version != UNSET_VERSION
+
+
+def overlay_file(settings, target):
+    return settings.project_root / "deploy" / "overlays" / target / "kustomization.yaml"
+
+
+def _block(text, path):
+    try:
+        start = text.index(BEGIN)
+        end = text.index(END, start)
+    except ValueError:
+        raise MlopsError(f"{path} has no desired-state markers ('{BEGIN}' ... '{END}').",
+                         "Restore them from the template; see deploy/README.md.") from None
+    return start, end
+
+
+def read(settings, target):
+    """The desired state of `target`, as committed (or edited) in its overlay."""
+    path = overlay_file(settings, target)
+    if not path.exists():
+        raise MlopsError(f"Overlay {path} does not exist.",
+                         "Restore deploy/ from the template; see deploy/README.md.")
+    document = yaml.safe_load(path.read_text())
+    image = document["images"][0]
+    literals = dict(item.split("=", 1)
+                    for item in document["configMapGenerator"][0]["literals"])
+    return DesiredState(model_version=literals["MODEL_VERSION"],
+                        image=f"{image['newName']}:{image['newTag']}",
+                        image_digest=image.get("digest") or "")
+
+
+def write(settings, target, state):
+    """Rewrite the desired-state keys of `target`'s overlay; return the file path."""
+    path = overlay_file(settings, target)
+    text = path.read_text()
+    start, end = _block(text, path)
+    name, _, tag = state.image.rpartition(":")
+    values = {
+        "newName": name,
+        "newTag": tag,
+        "digest": f'"{state.image_digest}"',
+        "MODEL_VERSION": state.model_version,
+        "IMAGE_DIGEST": state.image_digest or UNSET_VERSION,
+    }
+    block = text[start:end]
+    for key, value in values.items():
+        separator = "=" if key.isupper() else ": "
+        block, count = re.subn(rf"(?m)^(\s*-?\s*{key}{separator}).*$",
+                               lambda match: match.group(1) + value, block)
+        if count != 1:
+            raise MlopsError(f"{path}: expected one '{key}' in the desired-state block.",
+                             "Restore the block from the template; see deploy/README.md.")
+    path.write_text(text[:start] + block + text[end:])
+    return path
+
+
+def commit(settings, path, message):
+    """Commit the overlay change: the commit is the record of the deployment.
+
+    Outside a git checkout the file is written but nothing is committed, which is
+    said plainly. Returns the commit id or None.
+    """
+    root = settings.project_root
+
+    def git(*args, check=True):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                              check=check)
+
+    if git("rev-parse", "--is-inside-work-tree", check=False).returncode != 0:
+        print(f"note: {root} is not a git checkout; {path.name} was updated but not committed.")
+        return None
+    identity = [] if git("config", "user.email", check=False).stdout.strip() else [
+        "-c", "user.name=ml_service", "-c", "user.email=ml-service@localhost"]
+    git("add", str(path))
+    if git("diff", "--cached", "--quiet", "--", str(path), check=False).returncode == 0:
+        return git("rev-parse", "HEAD").stdout.strip()
+    git(*identity, "commit", "--quiet", "-m", message, "--", str(path))
+    return git("rev-parse", "HEAD").stdout.strip()

@@ -1,0 +1,174 @@
+"""The release flow against real scoring servers: build-image, deploy, smoke-test,
+promote (with and without approval), automatic rollback and rollback.
+
+Server start-ups dominate the cost, so one module-scoped project walks through
+the scenarios in order; each test states the situation it starts from.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+
+import pytest
+
+from ml_service import desired_state
+from ml_service.config import load_settings
+from ml_service.errors import MlopsError
+from ml_service.stages.build_image import build_image
+from ml_service.stages.deploy import deploy
+from ml_service.stages.evaluate import evaluate
+from ml_service.stages.promote import promote
+from ml_service.stages.register import register
+from ml_service.stages.rollback import rollback
+from ml_service.stages.smoke_test import smoke_test
+from ml_service.stages.stop import stop
+from ml_service.stages.train import train
+from ml_service.targets import get_target
+from tests.conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def git(folder, *args):
+    return subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def release_project(tmp_path_factory, migrated_database):
+    """A git checkout with the real scoring/ and deploy/ folders and free ports."""
+    root = tmp_path_factory.mktemp("release")
+    for folder in ("scoring", "deploy"):
+        shutil.copytree(PROJECT_ROOT / folder, root / folder)
+    shutil.copy(PROJECT_ROOT / "mlops.toml", root / "mlops.toml")
+    (root / "mlruns").mkdir()
+    shutil.copy(migrated_database, root / "mlruns" / "mlflow.db")
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init")
+    environ = {"MLOPS_STAGING_PORT": str(free_port()),
+               "MLOPS_PRODUCTION_PORT": str(free_port()),
+               "MLOPS_SERVING_WORKERS": "1"}
+    yield root, environ
+    stop(load_settings(root / "mlops.toml", environ=environ))
+
+
+def settings_for(release_project, **overrides):
+    root, environ = release_project
+    return load_settings(root / "mlops.toml", environ={**environ, **overrides})
+
+
+def new_version(settings):
+    train(settings)
+    evaluate(settings)
+    return register(settings)
+
+
+def test_build_image_context_is_reproducible(release_project):
+    # Version 1 is deliberately weak (alpha=1.0) so that version 2 can beat it later.
+    settings = settings_for(release_project, MLOPS_TRAINING_ALPHA="1.0")
+    version = new_version(settings)
+    first = build_image(settings, version)
+    again = build_image(settings, version)
+    assert first.context_digest == again.context_digest
+    assert first.context_digest.startswith("sha256:")
+    assert first.image.startswith(f"{settings.image.registry}/{settings.model.name.lower()}:1-")
+    assert (first.context_dir / "model" / "MLmodel").exists()
+    assert (first.context_dir / "score.py").exists()
+
+
+def test_unknown_model_version_is_refused(release_project):
+    with pytest.raises(MlopsError, match="no version '99'.*registered versions: 1"):
+        deploy(settings_for(release_project), "staging", "99")
+
+
+def test_promote_without_approval_changes_nothing(release_project):
+    settings = settings_for(release_project)
+    deploy(settings, "staging", "1")
+    smoke_test(settings, "staging")
+    before = desired_state.read(settings, "production")
+    with pytest.raises(MlopsError, match="approval"):
+        promote(settings, approved=False)
+    assert desired_state.read(settings, "production") == before
+    assert get_target("production", settings).status() is None
+
+
+def test_approved_promotion_commits_and_serves(release_project):
+    root, _ = release_project
+    settings = settings_for(release_project)
+    promote(settings, approved=True)
+    state = desired_state.read(settings, "production")
+    assert state.model_version == "1"
+    assert git(root, "log", "-1", "--format=%s") == \
+        f"Promote {settings.model.name} version 1 to production"
+    assert git(root, "status", "--porcelain", "deploy/overlays/production") == ""
+    assert get_target("production", settings).status().model_version == "1"
+
+
+def test_version_not_smoke_tested_on_staging_is_not_promoted(release_project):
+    settings = settings_for(release_project)
+    version = new_version(settings)  # alpha 0.1 beats version 1
+    assert version == "2"
+    build_image(settings, version)
+    deploy(settings, "staging", version)
+    with pytest.raises(MlopsError, match="has not passed its staging smoke test"):
+        promote(settings, approved=True)
+    assert desired_state.read(settings, "production").model_version == "1"
+
+
+def test_failed_production_smoke_test_rolls_back(release_project):
+    root, _ = release_project
+    smoke_test(settings_for(release_project), "staging")
+    # Production's latency bound is impossible to meet, so its smoke test fails.
+    strict = settings_for(release_project, MLOPS_PRODUCTION_SMOKE_MAX_LATENCY_MS="0.001")
+    with pytest.raises(MlopsError, match="rolled back.*serves version 1 again"):
+        promote(strict, approved=True)
+    assert desired_state.read(strict, "production").model_version == "1"
+    assert get_target("production", strict).status().model_version == "1"
+    smoke_test(settings_for(release_project), "production")
+    subjects = git(root, "log", "-2", "--format=%s").splitlines()
+    assert subjects[0].startswith("Roll back production to version 1")
+    assert subjects[1].startswith("Promote")
+
+
+def test_rollback_returns_to_the_previous_version(release_project):
+    settings = settings_for(release_project)
+    promote(settings, approved=True)
+    assert get_target("production", settings).status().model_version == "2"
+    assert rollback(settings) == "1"
+    assert desired_state.read(settings, "production").model_version == "1"
+    smoke_test(settings, "production")
+
+
+def test_dead_server_is_noticed(release_project):
+    settings = settings_for(release_project)
+    target = get_target("staging", settings)
+    target.stop()
+    with pytest.raises(MlopsError, match="Nothing is deployed to staging"):
+        smoke_test(settings, "staging")
+    deploy(settings, "staging")
+    root, _ = release_project
+    pid = json.loads((root / ".mlops" / "staging.json").read_text())["pid"]
+    os.killpg(pid, signal.SIGKILL)  # the server and its workers die without notice
+    os.waitpid(pid, 0)  # deploy ran in this process, so the dead server is ours to reap
+    with pytest.raises(MlopsError, match="not running any more"):
+        smoke_test(settings, "staging")
+
+
+def test_port_in_use_is_refused(release_project):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        settings = settings_for(release_project, MLOPS_STAGING_PORT=str(port))
+        get_target("staging", settings).stop()
+        with pytest.raises(MlopsError, match=f"Port {port} for staging is already in use"):
+            deploy(settings, "staging", "1")
