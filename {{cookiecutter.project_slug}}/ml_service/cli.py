@@ -2,6 +2,7 @@
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import warnings
 
@@ -48,7 +49,9 @@ def configure_logging(debug):
     # Our own INFO lines reach the stage log artifacts (tracking.stage_run), not the console.
     logging.getLogger("ml_service").setLevel(logging.DEBUG if debug else logging.INFO)
     if not debug:
-        # Library chatter (database migrations, deprecation notices) hides the result lines.
+        # Library chatter (database migrations, deprecation notices, download progress
+        # bars) hides the result lines.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         for noisy in ("alembic", "mlflow"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         warnings.filterwarnings("ignore")
