@@ -41,10 +41,25 @@ def summary(settings):
     print("\n".join(lines))
 
 
-def run(settings, args):
+def registered_version(settings):
+    """Train, gate and register where the backend says; the new version or None."""
+    if settings.pipeline.backend == "azureml":
+        from ml_service.azure import pipeline_job
+        return pipeline_job.submit_training_pipeline(settings).model_version
     lineage_id = train.train(settings)
     evaluate.evaluate(settings, lineage_id)
-    version = register.register(settings, lineage_id)
+    return register.register(settings, lineage_id)
+
+
+def run(settings, args):
+    if args.dry_run:
+        if settings.pipeline.backend == "azureml":
+            from ml_service.azure import pipeline_job
+            pipeline_job.submit_training_pipeline(settings, dry_run=True)
+        print("pipeline: dry run: only the Azure ML training job can be planned; the later "
+              "stages need the version it registers.")
+        return 0
+    version = registered_version(settings)
     if version is None:
         print("pipeline: the gate rejected the new model, so nothing was built or deployed.")
     else:
