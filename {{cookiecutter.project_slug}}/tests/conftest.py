@@ -4,12 +4,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
 from ml_service.config import load_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def fresh_mlflow_uris(monkeypatch):
+    """MLflow keeps the tracking and registry URIs and the active experiment in process
+    globals and mirrors them into os.environ: reset them, so no test reads the store or
+    experiment of a test run before it."""
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID",
+                     "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(variable, raising=False)
 
 
 @pytest.fixture(scope="session")
