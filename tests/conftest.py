@@ -4,8 +4,7 @@ import pytest
 # Independent options are cycled, not multiplied: every value of every option is
 # baked at least once. Ids name the combination in test reports.
 COMBINATIONS = {
-    "github-py311": {"ci_platform": "github", "python_version": "3.11"},
-    "azure-devops-py312": {"ci_platform": "azure-devops", "python_version": "3.12"},
+    # First: its suite runs in full (minutes), so it should start before the short ones.
     "both-custom-names": {
         "ci_platform": "both", "python_version": "3.11",
         "project_name": "Churn Forecast", "model_name": "churn_model.v2",
@@ -13,6 +12,8 @@ COMBINATIONS = {
         "azure_location": "eastus2",
         "azure_subscription_id": "3f2c9a1e-8b7d-4c6e-9f0a-1b2c3d4e5f60",
     },
+    "github-py311": {"ci_platform": "github", "python_version": "3.11"},
+    "azure-devops-py312": {"ci_platform": "azure-devops", "python_version": "3.12"},
 }
 
 

@@ -18,6 +18,22 @@ CI_FOLDERS = {"github": {".github"}, "azure-devops": {".azure-pipelines"},
 LEFTOVER = re.compile(r"(?<!\$)\{\{|\{%|(?<![.\w])cookiecutter\.(?!json)")
 
 
+# First in the file so that xdist starts it first: it is by far the longest test.
+# The slow tests (real scoring servers, replayed CI jobs) take minutes and depend on no
+# option but the names and the CI files, so they run in full for the combination with
+# unusual names and both CI platforms only.
+FULL_SUITE = "both-custom-names"
+
+
+@pytest.mark.slow
+def test_own_test_suite_passes(project, combination):
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0"]
+    if combination != FULL_SUITE:
+        command += ["-m", "not slow"]
+    result = subprocess.run(command, cwd=project, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+
+
 def files(project):
     return [path for path in project.rglob("*") if path.is_file()]
 
@@ -71,18 +87,3 @@ def test_flake8_clean(project):
     result = subprocess.run([sys.executable, "-m", "flake8"], cwd=project,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-# The slow tests (real scoring servers, replayed CI jobs) take minutes and depend on no
-# option but the names and the CI files, so they run in full for the combination with
-# unusual names and both CI platforms only.
-FULL_SUITE = "both-custom-names"
-
-
-@pytest.mark.slow
-def test_own_test_suite_passes(project, combination):
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0"]
-    if combination != FULL_SUITE:
-        command += ["-m", "not slow"]
-    result = subprocess.run(command, cwd=project, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
