@@ -29,7 +29,7 @@ demo: $(INSTALLED)
 	$(MAKE) -C $(DEMO_PROJECT) demo PYTHON=$(PYTHON) KEEP_SERVING=$(KEEP_SERVING)
 
 test: $(INSTALLED)
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build

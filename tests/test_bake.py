@@ -1,6 +1,7 @@
 """Every baked combination is complete, clean, parseable and passes its own checks."""
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -18,24 +19,41 @@ CI_FOLDERS = {"github": {".github"}, "azure-devops": {".azure-pipelines"},
 LEFTOVER = re.compile(r"(?<!\$)\{\{|\{%|(?<![.\w])cookiecutter\.(?!json)")
 
 
-# First in the file so that xdist starts it first: it is by far the longest test.
 # The slow tests (real scoring servers, replayed CI jobs) take minutes and depend on no
 # option but the names and the CI files, so they run in full for the combination with
 # unusual names and both CI platforms only.
 FULL_SUITE = "both-custom-names"
+# What running a project leaves in it (caches, virtualenvs, stores, build contexts):
+# never part of what the generator wrote, so never scanned.
+WORKING_STATE = {"__pycache__", ".pytest_cache", ".venv", "build", "mlruns", ".mlops", ".git"}
 
 
 @pytest.mark.slow
-def test_own_test_suite_passes(project, combination):
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0"]
-    if combination != FULL_SUITE:
-        command += ["-m", "not slow"]
-    result = subprocess.run(command, cwd=project, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+def test_own_test_suite_passes(project, combination, tmp_path, request):
+    """The baked project's own suite passes in a checkout of it, as a user runs it: in
+    random order (the template run's seed, so one seed repeats both orders), bytecode
+    written, and in a copy, so what the suite leaves behind never reaches the bake the
+    other tests inspect."""
+    checkout = tmp_path / project.name
+    shutil.copytree(project, checkout)
+    for command in (["init", "-q"], ["add", "-A"],
+                    ["-c", "user.name=t", "-c", "user.email=t@example.com",
+                     "commit", "-q", "-m", "Baked from the template"]):
+        subprocess.run(["git", *command], cwd=checkout, check=True, capture_output=True)
+    seed = request.config.getoption("randomly_seed")
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               "-p", "randomly", f"--randomly-seed={seed}"]
+    # The full suite runs on two workers of its own; the short ones share the template
+    # run's workers.
+    command += ["-n", "2"] if combination == FULL_SUITE else ["-n", "0", "-m", "not slow"]
+    result = subprocess.run(command, cwd=checkout, capture_output=True, text=True)
+    assert result.returncode == 0, (f"seed {seed}\n" + result.stdout[-5000:]
+                                    + result.stderr[-2000:])
 
 
 def files(project):
-    return [path for path in project.rglob("*") if path.is_file()]
+    return [path for path in project.rglob("*")
+            if path.is_file() and not WORKING_STATE & set(path.relative_to(project).parts)]
 
 
 def test_layout_and_ci_pruning(project, combination):

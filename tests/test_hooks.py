@@ -60,5 +60,10 @@ def test_cli_leaves_nothing_behind_and_speaks_first(tmp_path):
     assert "azure_location='West Europe'" in result.stdout.splitlines()[1]
 
 
-def test_default_answers_are_valid(cookies):
-    assert cookies.bake().exit_code == 0
+def test_default_answers_bake_the_whole_card(cookies):
+    result = cookies.bake()
+    assert result.exit_code == 0
+    # The card's top level: both CI platforms unless the user picks one.
+    names = {path.name for path in result.project_path.iterdir()}
+    assert {".azure-pipelines", ".github", "ml_service", "training", "scoring",
+            "environment_setup", "tests"} <= names

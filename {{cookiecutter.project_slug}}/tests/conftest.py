@@ -8,22 +8,52 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ml_service.config import load_settings
+from ml_service import desired_state
+from ml_service.config import TARGET_NAMES, load_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# What running the project leaves behind (stores, servers' state, build contexts,
+# caches): never copied into a test's project, so tests judge the code, not a used tree.
+WORKING_STATE = ("mlruns", ".mlops", "build", ".venv", ".git", "__pycache__",
+                 ".pytest_cache", "*.egg-info")
+
+
+def copy_project(destination, database):
+    """Copy this project's files into `destination` as a fresh checkout would have them:
+    without working state, with an empty MLflow store (`database` copied) and with no
+    model version in any environment's desired state (a promotion here, e.g. by
+    `make demo`, must not change what tests see)."""
+    shutil.copytree(PROJECT_ROOT, destination, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(*WORKING_STATE))
+    (destination / "mlruns").mkdir()
+    shutil.copy(database, destination / "mlruns" / "mlflow.db")
+    settings = load_settings(destination / "mlops.toml", environ={})
+    for target in TARGET_NAMES:
+        image_name = desired_state.read(settings, target).image.rpartition(":")[0]
+        desired_state.write(settings, target, desired_state.DesiredState(
+            model_version=desired_state.UNSET_VERSION, image=f"{image_name}:unset",
+            image_digest=""))
+    return destination
+
+
+# Variables the project reads (its settings, MLflow's, and the CI runners' output files
+# that report.py writes to): a test sees none of the caller's, so the suite behaves the
+# same on a laptop, in this project's CI and inside another CI job.
+CALLER_VARIABLES = ("MLOPS_", "MLFLOW_", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY", "GITHUB_ENV",
+                    "TF_BUILD")
 
 
 @pytest.fixture(autouse=True)
-def fresh_mlflow_uris(monkeypatch):
-    """MLflow keeps the tracking and registry URIs and the active experiment in process
-    globals and mirrors them into os.environ: reset them, so no test reads the store or
-    experiment of a test run before it."""
+def hermetic_environment(monkeypatch):
+    """Clear the caller's settings, and MLflow's process globals: MLflow keeps the
+    tracking and registry URIs and the active experiment in globals and mirrors them into
+    os.environ, so without this a test could read the store of a test run before it."""
+    for variable in list(os.environ):
+        if variable.startswith(CALLER_VARIABLES):
+            monkeypatch.delenv(variable)
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
     monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
-    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID",
-                     "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.delenv(variable, raising=False)
 
 
 @pytest.fixture(scope="session")
@@ -39,14 +69,8 @@ def migrated_database(tmp_path_factory):
 
 @pytest.fixture
 def project(tmp_path, migrated_database):
-    """A project folder with the real mlops.toml, scoring/ and deploy/, and a fresh
-    local MLflow store."""
-    shutil.copy(PROJECT_ROOT / "mlops.toml", tmp_path / "mlops.toml")
-    for folder in ("scoring", "deploy"):
-        shutil.copytree(PROJECT_ROOT / folder, tmp_path / folder)
-    (tmp_path / "mlruns").mkdir()
-    shutil.copy(migrated_database, tmp_path / "mlruns" / "mlflow.db")
-    return tmp_path
+    """A copy of this project as freshly checked out, with an empty local MLflow store."""
+    return copy_project(tmp_path / "project", migrated_database)
 
 
 @pytest.fixture
@@ -61,12 +85,8 @@ def client(settings):
 
 
 def cli_env(**overrides):
-    """The environment for a CLI subprocess: no inherited MLOps/MLflow settings."""
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("MLOPS_", "MLFLOW_"))}
-    env["PYTHONPATH"] = str(PROJECT_ROOT)
-    env.update(overrides)
-    return env
+    """The environment for a CLI subprocess: this test's, plus `overrides`."""
+    return {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **overrides}
 
 
 @pytest.fixture

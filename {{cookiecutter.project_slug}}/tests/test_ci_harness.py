@@ -21,7 +21,6 @@ the test rather than being guessed.
 """
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.conftest import copy_project
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "ci.yml"
@@ -378,12 +379,7 @@ class Harness:
 @pytest.fixture
 def workspace(tmp_path, migrated_database):
     """A fresh checkout of this project: its files, committed, with an empty store."""
-    copy = tmp_path / "checkout"
-    shutil.copytree(PROJECT_ROOT, copy, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "mlruns", "build", ".mlops", "__pycache__", ".pytest_cache",
-        "*.egg-info"))
-    (copy / "mlruns").mkdir()
-    shutil.copy(migrated_database, copy / "mlruns" / "mlflow.db")
+    copy = copy_project(tmp_path / "checkout", migrated_database)
     git = ["git", "-c", "user.name=harness", "-c", "user.email=harness@localhost"]
     for command in (["init", "-q", "-b", "main"], ["add", "-A"],
                     ["commit", "-q", "-m", "checkout"]):

@@ -1,10 +1,7 @@
-import shutil
 import socket
 import subprocess
 
 import pytest
-
-from tests.conftest import PROJECT_ROOT
 
 
 def test_stages_hand_over_between_processes_as_in_ci(run_cli, tmp_path):
@@ -81,7 +78,6 @@ def test_unknown_stage_is_a_usage_error(run_cli):
 
 
 def test_azure_pipeline_dry_run_plans_without_credentials(run_cli, project):
-    shutil.copytree(PROJECT_ROOT / "training", project / "training")
     result = run_cli("--backend", "azureml", "--dry-run", "pipeline")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "python -m training.components.prep_data" in result.stdout

@@ -1,8 +1,8 @@
 """The release flow against real scoring servers: build-image, deploy, smoke-test,
 promote (with and without approval), automatic rollback and rollback.
 
-Server start-ups dominate the cost, so one module-scoped project walks through
-the scenarios in order; each test states the situation it starts from.
+Training and image contexts are made once per module; each test works on its own
+copy of that project, on its own ports, and sets up the situation it needs.
 """
 import json
 import os
@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from ml_service import desired_state
+from ml_service import desired_state, releases, tracking
 from ml_service.config import load_settings
 from ml_service.errors import MlopsError
 from ml_service.stages.build_image import build_image
@@ -26,7 +26,7 @@ from ml_service.stages.smoke_test import smoke_test
 from ml_service.stages.stop import stop
 from ml_service.stages.train import train
 from ml_service.targets import get_target
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import copy_project
 
 pytestmark = pytest.mark.slow
 
@@ -42,58 +42,71 @@ def git(folder, *args):
                           text=True).stdout.strip()
 
 
-@pytest.fixture(scope="module")
-def release_project(tmp_path_factory, migrated_database):
-    """A git checkout with the real scoring/ and deploy/ folders and free ports."""
-    root = tmp_path_factory.mktemp("release")
-    for folder in ("scoring", "deploy"):
-        shutil.copytree(PROJECT_ROOT / folder, root / folder)
-    shutil.copy(PROJECT_ROOT / "mlops.toml", root / "mlops.toml")
-    (root / "mlruns").mkdir()
-    shutil.copy(migrated_database, root / "mlruns" / "mlflow.db")
-    git(root, "init", "-q")
-    git(root, "add", "-A")
-    git(root, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init")
-    environ = {"MLOPS_STAGING_PORT": str(free_port()),
-               "MLOPS_PRODUCTION_PORT": str(free_port()),
-               "MLOPS_SERVING_WORKERS": "1"}
-    yield root, environ
-    stop(load_settings(root / "mlops.toml", environ=environ))
-
-
-def settings_for(release_project, **overrides):
-    root, environ = release_project
-    return load_settings(root / "mlops.toml", environ={**environ, **overrides})
-
-
 def new_version(settings):
     train(settings)
     evaluate(settings)
     return register(settings)
 
 
-def test_build_image_context_is_reproducible(release_project):
-    # Version 1 is deliberately weak (alpha=1.0) so that version 2 can beat it later.
-    settings = settings_for(release_project, MLOPS_TRAINING_ALPHA="1.0")
-    version = new_version(settings)
-    first = build_image(settings, version)
-    again = build_image(settings, version)
-    assert first.context_digest == again.context_digest
-    assert first.context_digest.startswith("sha256:")
-    assert first.image.startswith(f"{settings.image.registry}/{settings.model.name.lower()}:1-")
-    assert (first.context_dir / "model" / "MLmodel").exists()
-    assert (first.context_dir / "score.py").exists()
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory, migrated_database):
+    """A git checkout with two registered versions and their build contexts: version 1
+    is weak (alpha 1.0), version 2 beats it. Nothing is deployed. Tests copy it."""
+    root = copy_project(tmp_path_factory.mktemp("release") / "project", migrated_database)
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init")
+    for alpha in ("1.0", "0.1"):
+        settings = load_settings(root / "mlops.toml", environ={"MLOPS_TRAINING_ALPHA": alpha})
+        build_image(settings, new_version(settings))
+    return root
 
 
-def test_unknown_model_version_is_refused(release_project):
-    with pytest.raises(MlopsError, match="no version '99'.*registered versions: 1"):
-        deploy(settings_for(release_project), "staging", "99")
+@pytest.fixture
+def release_settings(registered, tmp_path):
+    """Settings of this test's own copy of `registered`, on free ports; every server
+    it starts is stopped at the end."""
+    root = tmp_path / "project"
+    shutil.copytree(registered, root, symlinks=True)
+    environ = {"MLOPS_STAGING_PORT": str(free_port()),
+               "MLOPS_PRODUCTION_PORT": str(free_port()),
+               "MLOPS_SERVING_WORKERS": "1"}
+
+    def settings(**overrides):
+        return load_settings(root / "mlops.toml", environ={**environ, **overrides})
+    yield settings
+    stop(settings())
 
 
-def test_promote_without_approval_changes_nothing(release_project):
-    settings = settings_for(release_project)
-    deploy(settings, "staging", "1")
+def in_production(settings, version):
+    """Production runs `version`, deployed directly (no promotion history)."""
+    deploy(settings, "production", version)
+
+
+def passed_staging(settings, version):
+    deploy(settings, "staging", version)
     smoke_test(settings, "staging")
+
+
+def test_build_image_context_is_reproducible(release_settings):
+    settings = release_settings()
+    recorded = releases.release_for(tracking.connect(settings)[0], settings, "1")
+    again = build_image(settings, "1")
+    assert again.context_digest == recorded.context_digest
+    assert again.context_digest.startswith("sha256:")
+    assert again.image.startswith(f"{settings.image.registry}/{settings.model.name.lower()}:1-")
+    assert (again.context_dir / "model" / "MLmodel").exists()
+    assert (again.context_dir / "score.py").exists()
+
+
+def test_unknown_model_version_is_refused(release_settings):
+    with pytest.raises(MlopsError, match="no version '99'.*registered versions: 1, 2"):
+        deploy(release_settings(), "staging", "99")
+
+
+def test_promote_without_approval_changes_nothing(release_settings):
+    settings = release_settings()
+    passed_staging(settings, "1")
     before = desired_state.read(settings, "production")
     with pytest.raises(MlopsError, match="approval"):
         promote(settings, approved=False)
@@ -101,46 +114,47 @@ def test_promote_without_approval_changes_nothing(release_project):
     assert get_target("production", settings).status() is None
 
 
-def test_approved_promotion_commits_and_serves(release_project):
-    root, _ = release_project
-    settings = settings_for(release_project)
+def test_approved_promotion_commits_and_serves(release_settings):
+    settings = release_settings()
+    passed_staging(settings, "1")
     promote(settings, approved=True)
-    state = desired_state.read(settings, "production")
-    assert state.model_version == "1"
+    root = settings.project_root
+    assert desired_state.read(settings, "production").model_version == "1"
     assert git(root, "log", "-1", "--format=%s") == \
         f"Promote {settings.model.name} version 1 to production"
     assert git(root, "status", "--porcelain", "deploy/overlays/production") == ""
     assert get_target("production", settings).status().model_version == "1"
 
 
-def test_version_not_smoke_tested_on_staging_is_not_promoted(release_project):
-    settings = settings_for(release_project)
-    version = new_version(settings)  # alpha 0.1 beats version 1
-    assert version == "2"
-    build_image(settings, version)
-    deploy(settings, "staging", version)
+def test_version_not_smoke_tested_on_staging_is_not_promoted(release_settings):
+    settings = release_settings()
+    deploy(settings, "staging", "2")
+    before = desired_state.read(settings, "production")
     with pytest.raises(MlopsError, match="has not passed its staging smoke test"):
         promote(settings, approved=True)
-    assert desired_state.read(settings, "production").model_version == "1"
+    assert desired_state.read(settings, "production") == before
 
 
-def test_failed_production_smoke_test_rolls_back(release_project):
-    root, _ = release_project
-    smoke_test(settings_for(release_project), "staging")
+def test_failed_production_smoke_test_rolls_back(release_settings):
+    settings = release_settings()
+    in_production(settings, "1")
+    passed_staging(settings, "2")
     # Production's latency bound is impossible to meet, so its smoke test fails.
-    strict = settings_for(release_project, MLOPS_PRODUCTION_SMOKE_MAX_LATENCY_MS="0.001")
+    strict = release_settings(MLOPS_PRODUCTION_SMOKE_MAX_LATENCY_MS="0.001")
     with pytest.raises(MlopsError, match="rolled back.*serves version 1 again"):
         promote(strict, approved=True)
-    assert desired_state.read(strict, "production").model_version == "1"
-    assert get_target("production", strict).status().model_version == "1"
-    smoke_test(settings_for(release_project), "production")
-    subjects = git(root, "log", "-2", "--format=%s").splitlines()
+    assert desired_state.read(settings, "production").model_version == "1"
+    assert get_target("production", settings).status().model_version == "1"
+    smoke_test(settings, "production")
+    subjects = git(settings.project_root, "log", "-2", "--format=%s").splitlines()
     assert subjects[0].startswith("Roll back production to version 1")
     assert subjects[1].startswith("Promote")
 
 
-def test_rollback_returns_to_the_previous_version(release_project):
-    settings = settings_for(release_project)
+def test_rollback_returns_to_the_previous_version(release_settings):
+    settings = release_settings()
+    in_production(settings, "1")
+    passed_staging(settings, "2")
     promote(settings, approved=True)
     assert get_target("production", settings).status().model_version == "2"
     assert rollback(settings) == "1"
@@ -148,27 +162,26 @@ def test_rollback_returns_to_the_previous_version(release_project):
     smoke_test(settings, "production")
 
 
-def test_dead_server_is_noticed(release_project):
-    settings = settings_for(release_project)
-    target = get_target("staging", settings)
-    target.stop()
+def test_smoke_test_of_an_empty_target_says_to_deploy(release_settings):
     with pytest.raises(MlopsError, match="Nothing is deployed to staging"):
-        smoke_test(settings, "staging")
-    deploy(settings, "staging")
-    root, _ = release_project
-    pid = json.loads((root / ".mlops" / "staging.json").read_text())["pid"]
+        smoke_test(release_settings(), "staging")
+
+
+def test_dead_server_is_noticed(release_settings):
+    settings = release_settings()
+    deploy(settings, "staging", "1")
+    pid = json.loads((settings.project_root / ".mlops" / "staging.json").read_text())["pid"]
     os.killpg(pid, signal.SIGKILL)  # the server and its workers die without notice
     os.waitpid(pid, 0)  # deploy ran in this process, so the dead server is ours to reap
     with pytest.raises(MlopsError, match="not running any more"):
         smoke_test(settings, "staging")
 
 
-def test_port_in_use_is_refused(release_project):
+def test_port_in_use_is_refused(release_settings):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        settings = settings_for(release_project, MLOPS_STAGING_PORT=str(port))
-        get_target("staging", settings).stop()
+        settings = release_settings(MLOPS_STAGING_PORT=str(port))
         with pytest.raises(MlopsError, match=f"Port {port} for staging is already in use"):
             deploy(settings, "staging", "1")

@@ -35,12 +35,30 @@ def context_digest(folder):
     return "sha256:" + digest.hexdigest()
 
 
-def docker_available():
-    """True only if a Docker engine answers, not merely a client being installed."""
+def _base_image(dockerfile):
+    """The image the Dockerfile builds FROM (its first FROM line)."""
+    for line in dockerfile.read_text().splitlines():
+        if line.upper().startswith("FROM "):
+            return line.split()[1]
+    raise MlopsError(f"{dockerfile} has no FROM line.", "Restore it from the template.")
+
+
+def build_blocker(dockerfile):
+    """Why no image can be built here (None if one can): a Docker client alone is not
+    enough, the engine must answer and the base image must be present or pullable."""
     if not shutil.which("docker"):
-        return False
-    return subprocess.run(["docker", "info"], capture_output=True,
-                          check=False).returncode == 0
+        return "no docker command is installed"
+    info = subprocess.run(["docker", "info"], capture_output=True, text=True, check=False)
+    if info.returncode != 0:
+        return "no Docker engine answers (`docker info` failed)"
+    base = _base_image(dockerfile)
+    for command in (["image", "inspect", base], ["pull", "--quiet", base]):
+        attempt = subprocess.run(["docker", *command], capture_output=True, text=True,
+                                 check=False)
+        if attempt.returncode == 0:
+            return None
+    reason = (attempt.stderr.strip().splitlines() or ["no reason given"])[-1]
+    return f"the base image {base} is not on this machine and cannot be pulled ({reason})"
 
 
 def _docker(*args):
@@ -68,7 +86,8 @@ def build_image(settings, version, push=False):
     image = f"{settings.image.registry}/{settings.model.name.lower()}:{tag}"
     build_command = f"docker build --tag {image} {folder}"
     image_digest = ""
-    if docker_available():
+    blocker = build_blocker(folder / "Dockerfile")
+    if blocker is None:
         _docker("build", "--tag", image, str(folder))
         if push:
             _docker("push", image)
@@ -76,10 +95,11 @@ def build_image(settings, version, push=False):
             image_digest = repo_digests[0].rpartition("@")[2]
         message = f"built {image}" + (f" and pushed it ({image_digest})" if push else "")
     elif push:
-        raise MlopsError("--push needs a Docker engine, and none answers here.",
-                         f"Run on a machine with Docker, or build there with: {build_command}")
+        raise MlopsError(f"--push needs an image built here, but {blocker}.",
+                         f"Run on a machine where Docker can build, or build there with: "
+                         f"{build_command}")
     else:
-        message = (f"no Docker engine here, so the image was not built. Context {folder} "
+        message = (f"the image was not built: {blocker}. Context {folder} "
                    f"({digest}); build it with: {build_command}")
     for key, value in {releases.IMAGE_TAG: image, releases.CONTEXT_DIGEST_TAG: digest,
                        releases.CONTEXT_DIR_TAG: str(folder),
