@@ -25,6 +25,20 @@ swedencentral swedensouth switzerlandnorth switzerlandwest uaecentral uaenorth
 uksouth ukwest westcentralus westeurope westindia westus westus2 westus3
 """.split())
 
+# Azure ML model names (letters, digits, '-', '_', '.') that are also valid Docker
+# image repositories once lowercased (the scoring image is named after the model):
+# Docker allows '.', '_', '__' or runs of '-' only between letters and digits.
+# 63, not Azure ML's 255: paths are built from the name (build/images/<name>-v<N>, and
+# 255 already exceeds a file name's limit) and so is the image reference, which Docker
+# caps at 255 characters including the registry host.
+MODEL_NAME_PATTERN = r"(?=.{1,63}\Z)[A-Za-z0-9]+(?:(?:[._]|__|-+)[A-Za-z0-9]+)*"
+MODEL_NAME_RULE = (
+    "1-63 characters: letters and digits, separated by a single '.' or '_', by '__' or by "
+    "hyphens, so it starts and ends with a letter or digit (Azure ML's model naming rule "
+    "and Docker's image naming rule: the scoring image is named after the lowercased "
+    "model name)"
+)
+
 # field: (pattern, rule in words, valid example)
 RULES = {
     "project_slug": (
@@ -34,12 +48,8 @@ RULES = {
         "29 keeps the default workspace name 'mlw-<slug>' within Azure's 33)",
         "diabetes-mlops",
     ),
-    "model_name": (
-        r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}",
-        "1-255 characters: letters, digits, '-', '_' and '.', starting with a letter or digit "
-        "(Azure ML model naming rule)",
-        "diabetes-model",
-    ),
+    # The same rule as MODEL_NAME_PATTERN / MODEL_NAME_RULE in ml_service/config.py.
+    "model_name": (MODEL_NAME_PATTERN, MODEL_NAME_RULE, "diabetes-model"),
     "author": (r".*\S.*", "must not be empty", "Jane Doe"),
     "azure_workspace_name": (
         r"[A-Za-z0-9][A-Za-z0-9_-]{2,32}",
