@@ -39,6 +39,16 @@ MODEL_NAME_RULE = (
     "model name)"
 )
 
+# Free text is escaped wherever it lands; it must still be one line (it is also written
+# into comments and headings) and hold no template syntax: cookiecutter renders answers
+# as templates, so the answers recorded in .cookiecutter.json could not be reused.
+TEXT_FIELDS = {"project_name": "Diabetes MLOps", "author": "Jane Doe"}
+# This file is rendered before it runs, so the braces in TEXT_RULE are Jinja expressions.
+TEXT_RULE = ("one line of text: not blank, no control characters or line breaks, and no "
+             "'{{ '{{' }}', '{{ '{%' }}' or '{{ '{#' }}' (cookiecutter would read them as "
+             "template syntax when the recorded answers are reused)")
+NOT_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]|\{[#%{]")
+
 # field: (pattern, rule in words, valid example)
 RULES = {
     "project_slug": (
@@ -50,7 +60,6 @@ RULES = {
     ),
     # The same rule as MODEL_NAME_PATTERN / MODEL_NAME_RULE in ml_service/config.py.
     "model_name": (MODEL_NAME_PATTERN, MODEL_NAME_RULE, "diabetes-model"),
-    "author": (r".*\S.*", "must not be empty", "Jane Doe"),
     "azure_workspace_name": (
         r"[A-Za-z0-9][A-Za-z0-9_-]{2,32}",
         "3-33 characters: letters, digits, '-' and '_', starting with a letter or digit "
@@ -79,6 +88,10 @@ def problems(answers):
         value = answers[field]
         if not re.fullmatch(pattern, value):
             found.append(f"{field}={value!r} is invalid: {rule}. Example: {example!r}.")
+    for field, example in TEXT_FIELDS.items():
+        value = answers[field]
+        if not value.strip() or NOT_TEXT.search(value):
+            found.append(f"{field}={value!r} is invalid: {TEXT_RULE}. Example: {example!r}.")
     location = answers["azure_location"]
     if location not in AZURE_LOCATIONS:
         found.append(

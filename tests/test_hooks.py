@@ -24,7 +24,10 @@ BAD_ANSWERS = [
     ("model_name", "a" * 64, "1-63 characters"),
     ("model_name", "a" * 255, "1-63 characters"),
     ("model_name", "churn model", "Docker's image naming rule"),
-    ("author", "  ", "must not be empty"),
+    ("author", "  ", "not blank"),
+    ("author", "Jane\tDoe", "no control characters"),
+    ("author", "Jane\u2028Doe", "line breaks"),
+    ("project_name", "Two\nlines", "one line of text"),
     ("azure_workspace_name", "ws", "3-33 characters"),
     ("azure_workspace_name", "_ws-name", "starting with a letter or digit"),
     ("azure_workspace_name", "w" * 34, "3-33 characters"),
@@ -73,6 +76,15 @@ def test_cli_leaves_nothing_behind_and_speaks_first(tmp_path):
 
 def test_default_answers_are_valid(cookies):
     assert cookies.bake().exit_code == 0
+
+
+def test_template_syntax_in_an_answer_is_refused(cookies, capfd):
+    # Cookiecutter renders answers as templates: only `{% raw %}` brings `{{` this far.
+    result = cookies.bake(extra_context={"author": "{% raw %}{{ x }}{% endraw %}"})
+    assert result.exit_code != 0
+    message = capfd.readouterr().err
+    assert "author='{{ x }}' is invalid" in message
+    assert "no '{{', '{%' or '{#' (cookiecutter would read them as template syntax" in message
 
 
 def hook_module():
