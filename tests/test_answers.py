@@ -1,11 +1,15 @@
 """Hostile but valid answers bake a project whose every structured file parses and
 holds the answer unchanged: free text is escaped for the format it lands in."""
+import re
 import subprocess
 import sys
 
 import pytest
 
 from conftest import parse_structured_files
+
+BASH_BLOCK = re.compile(r"^```bash\n(.*?)^```", re.MULTILINE | re.DOTALL)
+PLACEHOLDER = re.compile(r"<[^<>\n]+>")  # e.g. <key vault name>: the reader fills it in
 
 # Each case is baked once; ci_platform "both" keeps every file that takes an answer.
 HOSTILE_ANSWERS = {
@@ -16,7 +20,7 @@ HOSTILE_ANSWERS = {
     "yaml-and-toml-syntax": {
         "project_name": "Churn Model: v2 # beta", "project_slug": "churn-model-v2",
         "author": "- [x]: {y} & *z | >a ! %b @c `d` ${e} 100%",
-        "model_name": "Churn__Model.v2--beta",
+        "model_name": "Churn__Model.v2--beta", "azure_resource_group": "rg.churn(prod)",
     },
     "triple-quotes": {
         "project_name": '"""x""" \'\'\'y\'\'\'', "project_slug": "triple-quotes",
@@ -103,3 +107,15 @@ def test_flake8_clean(baked_hostile, case):
     result = subprocess.run([sys.executable, "-m", "flake8"], cwd=baked_hostile(case),
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_shell_commands_in_the_docs_stay_valid_shell(baked_hostile, case):
+    # The docs' commands embed answers (the resource group may hold parentheses).
+    project = baked_hostile(case)
+    blocks = [(path, block) for path in project.rglob("*.md")
+              for block in BASH_BLOCK.findall(path.read_text())]
+    assert blocks
+    for path, block in blocks:
+        result = subprocess.run(["bash", "-n"], input=PLACEHOLDER.sub("VALUE", block),
+                                capture_output=True, text=True)
+        assert result.returncode == 0, f"{path.relative_to(project)}:\n{block}\n{result.stderr}"
