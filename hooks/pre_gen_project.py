@@ -25,6 +25,30 @@ swedencentral swedensouth switzerlandnorth switzerlandwest uaecentral uaenorth
 uksouth ukwest westcentralus westeurope westindia westus westus2 westus3
 """.split())
 
+# Azure ML model names (letters, digits, '-', '_', '.') that are also valid Docker
+# image repositories once lowercased (the scoring image is named after the model):
+# Docker allows '.', '_', '__' or runs of '-' only between letters and digits.
+# 63, not Azure ML's 255: paths are built from the name (build/images/<name>-v<N>, and
+# 255 already exceeds a file name's limit) and so is the image reference, which Docker
+# caps at 255 characters including the registry host.
+MODEL_NAME_PATTERN = r"(?=.{1,63}\Z)[A-Za-z0-9]+(?:(?:[._]|__|-+)[A-Za-z0-9]+)*"
+MODEL_NAME_RULE = (
+    "1-63 characters: letters and digits, separated by a single '.' or '_', by '__' or by "
+    "hyphens, so it starts and ends with a letter or digit (Azure ML's model naming rule "
+    "and Docker's image naming rule: the scoring image is named after the lowercased "
+    "model name)"
+)
+
+# Free text is escaped wherever it lands; it must still be one line (it is also written
+# into comments and headings) and hold no template syntax: cookiecutter renders answers
+# as templates, so the answers recorded in .cookiecutter.json could not be reused.
+TEXT_FIELDS = {"project_name": "Diabetes MLOps", "author": "Jane Doe"}
+# This file is rendered before it runs, so the braces in TEXT_RULE are Jinja expressions.
+TEXT_RULE = ("one line of text: not blank, no control characters or line breaks, and no "
+             "'{{ '{{' }}', '{{ '{%' }}' or '{{ '{#' }}' (cookiecutter would read them as "
+             "template syntax when the recorded answers are reused)")
+NOT_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]|\{[#%{]")
+
 # field: (pattern, rule in words, valid example)
 RULES = {
     "project_slug": (
@@ -34,13 +58,8 @@ RULES = {
         "29 keeps the default workspace name 'mlw-<slug>' within Azure's 33)",
         "diabetes-mlops",
     ),
-    "model_name": (
-        r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}",
-        "1-255 characters: letters, digits, '-', '_' and '.', starting with a letter or digit "
-        "(Azure ML model naming rule)",
-        "diabetes-model",
-    ),
-    "author": (r".*\S.*", "must not be empty", "Jane Doe"),
+    # The same rule as MODEL_NAME_PATTERN / MODEL_NAME_RULE in ml_service/config.py.
+    "model_name": (MODEL_NAME_PATTERN, MODEL_NAME_RULE, "diabetes-model"),
     "azure_workspace_name": (
         r"[A-Za-z0-9][A-Za-z0-9_-]{2,32}",
         "3-33 characters: letters, digits, '-' and '_', starting with a letter or digit "
@@ -69,6 +88,10 @@ def problems(answers):
         value = answers[field]
         if not re.fullmatch(pattern, value):
             found.append(f"{field}={value!r} is invalid: {rule}. Example: {example!r}.")
+    for field, example in TEXT_FIELDS.items():
+        value = answers[field]
+        if not value.strip() or NOT_TEXT.search(value):
+            found.append(f"{field}={value!r} is invalid: {TEXT_RULE}. Example: {example!r}.")
     location = answers["azure_location"]
     if location not in AZURE_LOCATIONS:
         found.append(

@@ -1,5 +1,9 @@
 """Bake the template once per option combination and share the result."""
+import json
+import tomllib
+
 import pytest
+import yaml
 
 # Independent options are cycled, not multiplied: every value of every option is
 # baked at least once. Ids name the combination in test reports.
@@ -15,6 +19,29 @@ COMBINATIONS = {
     "github-py311": {"ci_platform": "github", "python_version": "3.11"},
     "azure-devops-py312": {"ci_platform": "azure-devops", "python_version": "3.12"},
 }
+
+PARSERS = {
+    ".py": lambda text, path: compile(text, str(path), "exec"),
+    ".json": lambda text, path: json.loads(text),
+    ".toml": lambda text, path: tomllib.loads(text),
+    ".yml": lambda text, path: list(yaml.safe_load_all(text)),
+    ".yaml": lambda text, path: list(yaml.safe_load_all(text)),
+}
+
+
+def parse_structured_files(project):
+    """Parse every Python, JSON, TOML and YAML file of `project` (an error names the
+    first file that does not parse); return {relative path: parsed content}."""
+    parsed = {}
+    for path in sorted(project.rglob("*")):
+        parse = PARSERS.get(path.suffix)
+        if parse and path.is_file():
+            relative = path.relative_to(project).as_posix()
+            try:
+                parsed[relative] = parse(path.read_text(), path)
+            except Exception as error:
+                raise AssertionError(f"{relative} does not parse: {error}") from error
+    return parsed
 
 
 @pytest.fixture(scope="session")

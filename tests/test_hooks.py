@@ -1,9 +1,11 @@
 """Bad answers stop generation before any file is written, with an actionable message."""
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cookiecutter.environment import StrictEnvironment
 
 TEMPLATE = Path(__file__).resolve().parents[1]
 
@@ -12,8 +14,20 @@ BAD_ANSWERS = [
     ("project_slug", "ab", "3-29 characters"),
     ("project_slug", "a" * 30, "3-29 characters"),
     ("project_slug", "trailing-", "not ending with a hyphen"),
-    ("model_name", "-model", "Azure ML model naming rule"),
-    ("author", "  ", "must not be empty"),
+    ("model_name", "-model", "Azure ML's model naming rule"),
+    # Valid for Azure ML, but not as a Docker image name once lowercased.
+    ("model_name", "Model.v1-", "starts and ends with a letter or digit"),
+    ("model_name", "m..x", "a single '.' or '_'"),
+    ("model_name", "x_", "starts and ends with a letter or digit"),
+    ("model_name", "a_.b", "a single '.' or '_'"),
+    ("model_name", "a___b", "by '__'"),
+    ("model_name", "a" * 64, "1-63 characters"),
+    ("model_name", "a" * 255, "1-63 characters"),
+    ("model_name", "churn model", "Docker's image naming rule"),
+    ("author", "  ", "not blank"),
+    ("author", "Jane\tDoe", "no control characters"),
+    ("author", "Jane\u2028Doe", "line breaks"),
+    ("project_name", "Two\nlines", "one line of text"),
     ("azure_workspace_name", "ws", "3-33 characters"),
     ("azure_workspace_name", "_ws-name", "starting with a letter or digit"),
     ("azure_workspace_name", "w" * 34, "3-33 characters"),
@@ -67,3 +81,31 @@ def test_default_answers_bake_the_whole_card(cookies):
     names = {path.name for path in result.project_path.iterdir()}
     assert {".azure-pipelines", ".github", "ml_service", "training", "scoring",
             "environment_setup", "tests"} <= names
+
+
+def test_template_syntax_in_an_answer_is_refused(cookies, capfd):
+    # Cookiecutter renders answers as templates: only `{% raw %}` brings `{{` this far.
+    result = cookies.bake(extra_context={"author": "{% raw %}{{ x }}{% endraw %}"})
+    assert result.exit_code != 0
+    message = capfd.readouterr().err
+    assert "author='{{ x }}' is invalid" in message
+    assert "no '{{', '{%' or '{#' (cookiecutter would read them as template syntax" in message
+
+
+def hook_module():
+    """The pre-generation hook rendered as cookiecutter renders it, loaded as a module."""
+    source = (TEMPLATE / "hooks" / "pre_gen_project.py").read_text()
+    namespace = {"__name__": "pre_gen_project"}
+    exec(StrictEnvironment().from_string(source).render(cookiecutter={}), namespace)
+    return namespace
+
+
+def test_baked_config_checks_the_hooks_model_name_rule(cookies):
+    # A user who edits [model] name in mlops.toml gets the rule the hook applied.
+    project = cookies.bake().project_path
+    baked = subprocess.run(
+        [sys.executable, "-c", "import json; from ml_service import config; "
+         "print(json.dumps([config.MODEL_NAME_PATTERN, config.MODEL_NAME_RULE]))"],
+        cwd=project, capture_output=True, text=True, check=True)
+    hook = hook_module()
+    assert json.loads(baked.stdout) == [hook["MODEL_NAME_PATTERN"], hook["MODEL_NAME_RULE"]]

@@ -1,6 +1,6 @@
 // Parameters of main.bicep for {{ cookiecutter.project_slug }}. Values not set here take the
 // defaults documented in main.bicep. Deploy as described in README.md:
-//   az deployment group create -g {{ cookiecutter.azure_resource_group }} -f main.bicep -p main.bicepparam
+//   az deployment group create -g '{{ cookiecutter.azure_resource_group }}' -f main.bicep -p main.bicepparam
 using './main.bicep'
 
 param projectSlug = '{{ cookiecutter.project_slug }}'

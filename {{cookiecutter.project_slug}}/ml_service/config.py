@@ -111,6 +111,18 @@ class Settings:
         return getattr(self, name)
 
 
+# Azure ML model names that are also valid Docker image repositories once lowercased
+# (the scoring image is named after the model), at most 63 characters because paths and
+# the image reference are built from it. The template's pre-generation hook checks the
+# same rule: keep the two identical.
+MODEL_NAME_PATTERN = r"(?=.{1,63}\Z)[A-Za-z0-9]+(?:(?:[._]|__|-+)[A-Za-z0-9]+)*"
+MODEL_NAME_RULE = (
+    "1-63 characters: letters and digits, separated by a single '.' or '_', by '__' or by "
+    "hyphens, so it starts and ends with a letter or digit (Azure ML's model naming rule "
+    "and Docker's image naming rule: the scoring image is named after the lowercased "
+    "model name)"
+)
+
 BACKENDS = ("local", "azureml")
 TARGET_NAMES = ("staging", "production")
 TARGET_KINDS = {"staging": ("local", "aci"), "production": ("local", "aks")}
@@ -126,7 +138,7 @@ CONSTRAINTS = {
     ("training", "test_size"): (lambda v: 0 < v < 1, "a fraction between 0 and 1"),
     ("training", "alpha"): (lambda v: v >= 0, "zero or positive"),
     ("gate", "min_improvement"): (lambda v: 0 <= v < 1, "a fraction between 0 and 1"),
-    ("model", "name"): (bool, "not empty"),
+    ("model", "name"): (lambda v: re.fullmatch(MODEL_NAME_PATTERN, v), MODEL_NAME_RULE),
     ("pipeline", "backend"): (lambda v: v in BACKENDS, " or ".join(map(repr, BACKENDS))),
     ("azure", "compute_max_nodes"): (lambda v: 1 <= v <= 100, "between 1 and 100"),
     ("staging", "cpu"): (lambda v: 0 < v <= 4, "between 0 and 4 cores"),

@@ -42,6 +42,15 @@ def test_bad_file_values_name_the_key(project, old, new, named):
     assert named in str(raised.value)
 
 
+@pytest.mark.parametrize("name", ["m..x", "Model.v1-", "x_", "churn model", "m" * 64])
+def test_model_name_must_suit_the_registry_and_the_image(project, name):
+    default = load_settings(project / "mlops.toml", environ={}).model.name
+    with pytest.raises(ConfigError) as raised:
+        load_settings(rewrite(project, f'name = "{default}"', f'name = "{name}"'), environ={})
+    assert f"[model] name is {name!r}" in str(raised.value)
+    assert "Docker's image naming rule" in str(raised.value)
+
+
 def test_bad_environment_value_names_the_variable(project):
     with pytest.raises(ConfigError, match="MLOPS_TRAINING_RANDOM_SEED") as raised:
         load_settings(project / "mlops.toml", environ={"MLOPS_TRAINING_RANDOM_SEED": "forty"})
