@@ -1,9 +1,11 @@
 """scoring/score.py in-process: init() on a real saved MLflow model, run() on each request kind."""
+import importlib.metadata
 import json
 import shutil
 
 import numpy as np
 import pytest
+from packaging.requirements import Requirement
 
 from scoring_helpers import (BAD_REQUEST_PARAMS, COLUMNS, ROW, SCORING_DIR, body,
                              load_score_module, save_model)
@@ -144,3 +146,30 @@ def test_models_without_the_sklearn_flavor_are_served_through_pyfunc(monkeypatch
     rows = features.head(4)
     np.testing.assert_allclose(score.run(body(rows.to_numpy().tolist()))["predictions"],
                                model.predict(rows), rtol=1e-12)
+
+
+def _pins(path):
+    """{package name: Requirement} of a requirements file."""
+    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    return {(req := Requirement(line)).name.lower(): req for line in lines if line}
+
+
+@pytest.mark.parametrize("package", ["azureml-inference-server-http", "gunicorn"])
+def test_local_environment_runs_the_server_versions_of_the_image(package):
+    image = _pins(SCORING_DIR / "requirements.txt")[package]
+    local = _pins(SCORING_DIR.parent / "requirements.txt")[package]
+    assert str(local.specifier) == str(image.specifier)
+    assert str(image.specifier).startswith("==")
+    installed = importlib.metadata.version(package)
+    assert image.specifier.contains(installed), \
+        f"{package} {installed} is installed, the image has {image.specifier}: `make install`"
+
+
+def test_image_packages_are_in_the_ranges_the_project_is_tested_with():
+    image = _pins(SCORING_DIR / "requirements.txt")
+    local = _pins(SCORING_DIR.parent / "requirements.txt")
+    for name, requirement in image.items():
+        tested = local.get("mlflow" if name == "mlflow-skinny" else name)
+        if tested is not None:
+            version = str(requirement.specifier).removeprefix("==")
+            assert tested.specifier.contains(version), (name, version, str(tested.specifier))
