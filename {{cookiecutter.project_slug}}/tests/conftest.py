@@ -2,15 +2,13 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
 from ml_service.config import load_settings
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.project import PROJECT_ROOT
 
 
 @pytest.fixture(autouse=True)

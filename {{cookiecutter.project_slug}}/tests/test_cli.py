@@ -1,10 +1,9 @@
 import shutil
-import socket
 import subprocess
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.helpers.project import PROJECT_ROOT, free_port
 
 
 def test_stages_hand_over_between_processes_as_in_ci(run_cli, tmp_path):
@@ -17,12 +16,6 @@ def test_stages_hand_over_between_processes_as_in_ci(run_cli, tmp_path):
     assert "gate=passed" in published
     # The second register finds the version the first one made: one version per run.
     assert published.count("model_version=1") == 2
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -199,7 +199,7 @@ def check_pipeline(job):
     if problems:
         raise MlopsError("The training pipeline is not valid: " + "; ".join(problems) + ".",
                          "Fix training/components/*.yml or ml_service/azure/pipeline_job.py; "
-                         "`python -m pytest tests/test_azure_pipeline.py` checks it offline.")
+                         "`python -m pytest tests/azure/test_pipeline_job.py` checks it offline.")
 
 
 def compute_spec(settings):

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from azure.mgmt.containerinstance import ContainerInstanceManagementClient
 
-from azure_fakes import FakeCredential, FakeTransport, arm_error, azure_settings
 from ml_service.azure import aci
 from ml_service.errors import MlopsError
 from ml_service.targets import Release
+from tests.helpers.azure_fakes import FakeCredential, FakeTransport, arm_error, azure_settings
 
 KEY = "k" * 32
 DIGEST = "sha256:" + "ab" * 32

@@ -10,13 +10,13 @@ import base64
 import hashlib
 import re
 import tomllib
-from pathlib import Path
 
 import pytest
 import yaml
 from pycep import BicepParser
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.project import PROJECT_ROOT
+
 SETUP = PROJECT_ROOT / "environment_setup"
 MAIN = SETUP / "main.bicep"
 PARAMS_FILE = SETUP / "main.bicepparam"

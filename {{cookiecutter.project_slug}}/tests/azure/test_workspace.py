@@ -5,9 +5,10 @@ import pytest
 from azure.core.exceptions import ServiceResponseTimeoutError
 from azure.identity import CredentialUnavailableError
 
-from azure_fakes import FakeCredential, FakeTransport, arm_error, azure_settings
 from ml_service.azure import pipeline_job, workspace
 from ml_service.errors import MlopsError
+from tests.helpers.azure_fakes import FakeCredential, FakeTransport, arm_error, azure_settings
+from tests.helpers.project import PROJECT_ROOT
 
 WORKSPACE = r"/workspaces/[^/?]+\?"
 COMPUTE = r"/computes/cpu-cluster\?"
@@ -136,12 +137,11 @@ def test_importing_the_azure_modules_does_not_import_the_azure_sdks():
     """The local path imports these modules' neighbours; `import azure.ai.ml` costs ~7 s."""
     import subprocess
     import sys
-    from pathlib import Path
 
     code = ("import sys; import ml_service.azure.aci, ml_service.azure.aks, "
             "ml_service.azure.infra, ml_service.azure.pipeline_job, ml_service.azure.workspace; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'azure'))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parents[1], timeout=120)
+                            cwd=PROJECT_ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

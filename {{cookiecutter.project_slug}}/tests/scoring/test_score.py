@@ -5,8 +5,8 @@ import shutil
 import numpy as np
 import pytest
 
-from scoring_helpers import (BAD_REQUEST_PARAMS, COLUMNS, ROW, SCORING_DIR, body,
-                             load_score_module, save_model)
+from tests.helpers.scoring import (BAD_REQUEST_PARAMS, COLUMNS, ROW, SCORING_DIR, body,
+                                   load_score_module, save_model)
 
 
 @pytest.fixture(scope="module")

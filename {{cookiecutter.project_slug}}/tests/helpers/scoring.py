@@ -1,11 +1,12 @@
 """Shared by the scoring tests: a real saved MLflow model and the bad requests to send it."""
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCORING_DIR = Path(__file__).resolve().parents[1] / "scoring"
+from tests.helpers.project import PROJECT_ROOT
+
+SCORING_DIR = PROJECT_ROOT / "scoring"
 COLUMNS = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 
 

@@ -9,7 +9,6 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -17,8 +16,8 @@ from mlflow.tracking import MlflowClient
 
 from ml_service.stages.evaluate import CHAMPION_ALIAS
 from training.components import evaluate, prep_data, register, train
+from tests.helpers.project import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 COMPONENTS = PROJECT_ROOT / "training" / "components"
 MODULES = {"prep_data": prep_data, "train": train, "evaluate": evaluate, "register": register}
 BINDING = re.compile(r"\$\{\{\s*(inputs|outputs)\.(\w+)\s*\}\}")

@@ -30,8 +30,8 @@ import pytest
 import yaml
 
 from ml_service import cli
+from tests.helpers.project import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = PROJECT_ROOT / ".github" / "workflows"
 PIPELINES = PROJECT_ROOT / ".azure-pipelines"
 PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())

@@ -15,7 +15,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.project import PROJECT_ROOT
+
 DEPLOY = PROJECT_ROOT / "deploy"
 
 PROJECT_SLUG = "{{ cookiecutter.project_slug }}"

@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 
 import pytest
 
@@ -26,20 +25,9 @@ from ml_service.stages.smoke_test import smoke_test
 from ml_service.stages.stop import stop
 from ml_service.stages.train import train
 from ml_service.targets import get_target
-from tests.conftest import PROJECT_ROOT
+from tests.helpers.project import PROJECT_ROOT, free_port, git
 
 pytestmark = pytest.mark.slow
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def git(folder, *args):
-    return subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True,
-                          text=True).stdout.strip()
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,11 @@ from azure.ai.ml.entities._load_functions import load_schedule
 from azure.ai.ml.exceptions import JobException
 from azure.core.exceptions import ResourceNotFoundError
 
-from azure_fakes import FakeCredential, FakeTransport, arm_error, azure_settings
 from ml_service.azure import pipeline_job, workspace
 from ml_service.errors import MlopsError
+from tests.helpers.azure_fakes import FakeCredential, FakeTransport, arm_error, azure_settings
+from tests.helpers.project import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 COMPONENTS = PROJECT_ROOT / "training" / "components"
 COMPUTE = r"/computes/cpu-cluster\?"
 WORKSPACE = r"/workspaces/[^/?]+\?"

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from azure_fakes import azure_settings
 from ml_service import desired_state
 from ml_service.azure import aks
 from ml_service.errors import MlopsError
 from ml_service.targets import Release
+from tests.helpers.azure_fakes import azure_settings
+from tests.helpers.project import git
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LB_IP = "20.50.60.70"
 
 
@@ -35,11 +35,6 @@ def set_desired(settings, version):
     desired_state.write(settings, "production", desired_state.DesiredState(
         model_version=rel.model_version, image=rel.image, image_digest=rel.image_digest))
     return rel
-
-
-def git(folder, *args):
-    return subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True,
-                          text=True).stdout.strip()
 
 
 class FakeCluster:

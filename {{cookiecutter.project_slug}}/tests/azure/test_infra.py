@@ -2,15 +2,13 @@
 import json
 import shlex
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from azure_fakes import azure_settings
 from ml_service.azure import infra
 from ml_service.errors import MlopsError
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.azure_fakes import azure_settings
+from tests.helpers.project import PROJECT_ROOT
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from scoring_helpers import BAD_REQUEST_PARAMS, BAD_REQUESTS, ROW, SCORING_DIR, body, save_model
+from tests.helpers.scoring import (BAD_REQUEST_PARAMS, BAD_REQUESTS, ROW, SCORING_DIR, body,
+                                   save_model)
 
 pytestmark = pytest.mark.slow
 
