@@ -5,7 +5,7 @@ import pytest
 from azure.core.exceptions import ServiceResponseTimeoutError
 from azure.identity import CredentialUnavailableError
 
-from ml_service.azure import pipeline_job, workspace
+from ml_service.azure import compute, workspace
 from ml_service.errors import MlopsError
 from tests.helpers.azure_fakes import FakeCredential, FakeTransport, arm_error, azure_settings
 from tests.helpers.project import PROJECT_ROOT
@@ -93,7 +93,7 @@ def test_conflict_says_to_wait_for_the_other_operation(az):
         ("GET", WORKSPACE, (200, workspace_body())),
         ("PUT", COMPUTE, (409, arm_error("Conflict", "The compute is being deleted.")))])
     with pytest.raises(MlopsError, match="conflicting operation") as raised:
-        pipeline_job.ensure_compute(client, az)
+        compute.ensure_compute(client, az)
     assert "being deleted" in raised.value.what and "Wait" in raised.value.fix
 
 
@@ -104,7 +104,7 @@ def test_quota_says_which_settings_to_change(az):
         ("PUT", COMPUTE, (400, arm_error(
             "QuotaExceeded", "Operation results in exceeding quota limits of Core.")))])
     with pytest.raises(MlopsError, match="quota") as raised:
-        pipeline_job.ensure_compute(client, az)
+        compute.ensure_compute(client, az)
     assert "compute_vm_size" in raised.value.fix and az.azure.location in raised.value.fix
 
 
@@ -138,8 +138,10 @@ def test_importing_the_azure_modules_does_not_import_the_azure_sdks():
     import subprocess
     import sys
 
-    code = ("import sys; import ml_service.azure.aci, ml_service.azure.aks, "
-            "ml_service.azure.infra, ml_service.azure.pipeline_job, ml_service.azure.workspace; "
+    code = ("import sys; import ml_service.targets.aci, ml_service.targets.aks, "
+            "ml_service.azure.bindings, ml_service.azure.compute, ml_service.azure.infra, "
+            "ml_service.azure.job_runs, ml_service.azure.pipeline_job, "
+            "ml_service.azure.schedule, ml_service.azure.workspace; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'azure'))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=PROJECT_ROOT, timeout=120)

@@ -1,13 +1,12 @@
 import dataclasses
-import subprocess
 
 import pytest
 
+from ml_service.backends.local import LocalBackend
 from ml_service.config import load_settings
 from ml_service.errors import MlopsError
-from ml_service.stages.evaluate import CHAMPION_ALIAS, evaluate
-from ml_service.stages.register import register
-from ml_service.stages.train import train
+from tests.helpers.project import git
+from training.gate import CHAMPION_ALIAS
 
 
 def versions(client, settings):
@@ -20,16 +19,16 @@ def git_repository(folder):
     for command in (["init", "-q"], ["add", "-A"],
                     ["-c", "user.name=t", "-c", "user.email=t@example.com",
                      "commit", "-q", "-m", "init"]):
-        subprocess.run(["git", *command], cwd=folder, check=True)
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, check=True,
-                          capture_output=True, text=True).stdout.strip()
+        git(folder, *command)
+    return git(folder, "rev-parse", "HEAD")
 
 
 def test_first_run_registers_a_version_with_lineage_tags(project, settings, client):
     commit = git_repository(project)
-    lineage_id = train(settings)
-    assert evaluate(settings).passed
-    version = register(settings)
+    backend = LocalBackend(settings)
+    lineage_id = backend.train()
+    assert backend.evaluate().passed
+    version = backend.register()
     assert version == "1"
     tags = client.get_model_version(settings.model.name, version).tags
     lineage = client.get_run(lineage_id)
@@ -48,32 +47,37 @@ def test_first_run_registers_a_version_with_lineage_tags(project, settings, clie
 
 
 def test_register_is_idempotent_per_pipeline_run(settings, client):
-    train(settings)
-    evaluate(settings)
-    assert register(settings) == register(settings) == "1"
+    backend = LocalBackend(settings)
+    backend.train()
+    backend.evaluate()
+    assert backend.register() == backend.register() == "1"
     assert versions(client, settings) == [1]
 
 
 def test_identical_retrain_does_not_beat_the_champion(settings, client):
-    train(settings)
-    evaluate(settings)
-    client.set_registered_model_alias(settings.model.name, CHAMPION_ALIAS, register(settings))
-    train(settings)
-    decision = evaluate(settings)
+    backend = LocalBackend(settings)
+    backend.train()
+    backend.evaluate()
+    client.set_registered_model_alias(settings.model.name, CHAMPION_ALIAS,
+                                      backend.register())
+    backend.train()
+    decision = backend.evaluate()
     assert not decision.passed
-    assert register(settings) is None
+    assert backend.register() is None
     assert versions(client, settings) == [1]
 
 
 def test_better_challenger_replaces_a_worse_champion(project, client):
-    weak = load_settings(project / "mlops.toml", environ={"MLOPS_TRAINING_ALPHA": "1.0"})
-    train(weak)
-    evaluate(weak)
-    client.set_registered_model_alias(weak.model.name, CHAMPION_ALIAS, register(weak))
+    weak = LocalBackend(load_settings(project / "mlops.toml",
+                                      environ={"MLOPS_TRAINING_ALPHA": "1.0"}))
+    weak.train()
+    weak.evaluate()
+    client.set_registered_model_alias(weak.settings.model.name, CHAMPION_ALIAS, weak.register())
     settings = load_settings(project / "mlops.toml", environ={})
-    train(settings)
-    assert evaluate(settings).passed
-    assert register(settings) == "2"
+    backend = LocalBackend(settings)
+    backend.train()
+    assert backend.evaluate().passed
+    assert backend.register() == "2"
     evaluate_run = client.search_runs(
         [client.get_experiment_by_name(settings.model.experiment).experiment_id],
         "attributes.run_name = 'evaluate'", order_by=["attributes.start_time DESC"])[0]
@@ -83,18 +87,21 @@ def test_better_challenger_replaces_a_worse_champion(project, client):
 
 def test_quality_floor_blocks_registration_without_a_champion(settings, client):
     strict = dataclasses.replace(settings, gate=dataclasses.replace(settings.gate, min_r2=0.99))
-    train(strict)
-    assert not evaluate(strict).passed
-    assert register(strict) is None
+    backend = LocalBackend(strict)
+    backend.train()
+    assert not backend.evaluate().passed
+    assert backend.register() is None
     assert versions(client, settings) == []
 
 
 def test_evaluate_before_train_says_to_train(settings):
+    backend = LocalBackend(settings)
     with pytest.raises(MlopsError, match="ml_service train"):
-        evaluate(settings)
+        backend.evaluate()
 
 
 def test_register_before_evaluate_says_to_evaluate(settings):
-    train(settings)
+    backend = LocalBackend(settings)
+    backend.train()
     with pytest.raises(MlopsError, match="ml_service evaluate"):
-        register(settings)
+        backend.register()

@@ -125,17 +125,20 @@ def uses(step, action):
 
 
 def published_outputs(stage):
-    """Output names a stage passes to report.publish, read from its source."""
-    source = Path(cli.STAGES[stage].__file__).read_text()
+    """Output names published for `stage`: the `report.publish("<stage>", message,
+    {...})` calls anywhere in ml_service/ (a stage's operations live below it)."""
     names = set()
-    for node in ast.walk(ast.parse(source)):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "publish"):
-            continue
-        outputs = [*node.args[2:3], *(kw.value for kw in node.keywords if kw.arg == "outputs")]
-        for value in outputs:
-            if isinstance(value, ast.Dict):
-                names |= {key.value for key in value.keys if isinstance(key, ast.Constant)}
+    for path in (PROJECT_ROOT / "ml_service").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "publish" and node.args
+                    and isinstance(node.args[0], ast.Constant) and node.args[0].value == stage):
+                continue
+            outputs = [*node.args[2:3],
+                       *(kw.value for kw in node.keywords if kw.arg == "outputs")]
+            for value in outputs:
+                if isinstance(value, ast.Dict):
+                    names |= {key.value for key in value.keys if isinstance(key, ast.Constant)}
     return names
 
 

@@ -20,6 +20,8 @@ from azure.core.credentials import AccessToken, AccessTokenInfo
 from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest._requests_basic import RestRequestsTransportResponse
 
+from ml_service.config import Settings
+
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 
 
@@ -34,8 +36,7 @@ def azure_defaults(slug):
 
 
 class StandInSettings(types.SimpleNamespace):
-    def target(self, name):
-        return getattr(self, name)
+    target_settings = Settings.target_settings
 
 
 def azure_settings(settings, project_root=None, **sections):

@@ -15,15 +15,11 @@ import pytest
 from ml_service import desired_state
 from ml_service.config import load_settings
 from ml_service.errors import MlopsError
-from ml_service.stages.build_image import build_image
-from ml_service.stages.deploy import deploy
-from ml_service.stages.evaluate import evaluate
-from ml_service.stages.promote import promote
-from ml_service.stages.register import register
-from ml_service.stages.rollback import rollback
-from ml_service.stages.smoke_test import smoke_test
-from ml_service.stages.stop import stop
-from ml_service.stages.train import train
+from ml_service.backends.local import LocalBackend
+from ml_service.releasing.deployment import deploy, stop
+from ml_service.releasing.image import build_image
+from ml_service.releasing.promotion import promote, rollback
+from ml_service.releasing.smoke import smoke_test
 from ml_service.targets import get_target
 from tests.helpers.project import PROJECT_ROOT, free_port, git
 
@@ -55,9 +51,7 @@ def settings_for(release_project, **overrides):
 
 
 def new_version(settings):
-    train(settings)
-    evaluate(settings)
-    return register(settings)
+    return LocalBackend(settings).train_gate_register()
 
 
 def test_build_image_context_is_reproducible(release_project):

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from azure.mgmt.containerinstance import ContainerInstanceManagementClient
 
-from ml_service.azure import aci
 from ml_service.errors import MlopsError
-from ml_service.targets import Release
+from ml_service.release import Release
+from ml_service.targets import aci
 from tests.helpers.azure_fakes import FakeCredential, FakeTransport, arm_error, azure_settings
 
 KEY = "k" * 32

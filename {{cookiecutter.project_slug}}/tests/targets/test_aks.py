@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from ml_service import desired_state
-from ml_service.azure import aks
 from ml_service.errors import MlopsError
-from ml_service.targets import Release
+from ml_service.release import Release
+from ml_service.targets import aks
 from tests.helpers.azure_fakes import azure_settings
 from tests.helpers.project import git
 

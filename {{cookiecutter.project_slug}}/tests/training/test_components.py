@@ -14,8 +14,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from ml_service.stages.evaluate import CHAMPION_ALIAS
 from training.components import evaluate, prep_data, register, train
+from training.gate import CHAMPION_ALIAS
 from tests.helpers.project import PROJECT_ROOT
 
 COMPONENTS = PROJECT_ROOT / "training" / "components"

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import yaml
 
-from ml_service import desired_state
+from ml_service import desired_state, git
 from ml_service.errors import MlopsError
-from ml_service.targets import Deployment, http_status
+from ml_service.release import Deployment, http_status
 
 DEPLOYMENT = "scoring"
 SERVICE = "scoring"
@@ -75,7 +75,7 @@ class AksTarget:
                  sleep=time.sleep, clock=time.monotonic, environ=None):
         self.name = name
         self.settings = settings
-        self.options = settings.target(name)
+        self.options = settings.target_settings(name)
         if self.options.mode not in MODES:
             raise MlopsError(f"[{name}] mode is {self.options.mode!r}.",
                              f"Set it to {' or '.join(map(repr, MODES))} in mlops.toml.")
@@ -137,8 +137,8 @@ class AksTarget:
         return self._exec(self.kubectl_command(*args, namespaced=namespaced), check=check,
                           timeout=timeout)
 
-    def git(self, *args, check=True):
-        return self._exec(["git", *args], check=check)
+    def _git(self, *args, check=True):
+        return git.run(self.root, *args, check=check, runner=self.run)
 
     # -- what the overlay and the cluster say ---------------------------------------
 
@@ -261,32 +261,32 @@ class AksTarget:
 
     def _ensure_pushed(self):
         overlay = str(self.overlay.relative_to(self.root))
-        if self.git("status", "--porcelain", "--", overlay).stdout.strip():
+        if self._git("status", "--porcelain", "--", overlay).stdout.strip():
             raise MlopsError(f"The desired state in {overlay} has uncommitted changes, which "
                              "Flux cannot see.",
                              "Commit them (promote and rollback commit for you), then deploy "
                              "again.")
-        upstream = self.git("rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}",
-                            check=False)
+        upstream = self._git("rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}",
+                             check=False)
         if upstream.returncode != 0:
             raise MlopsError("The current branch has no upstream, so Flux cannot get the "
                              "commit.",
                              "Push the branch Flux follows (environment_setup's gitBranch, "
                              "main by default) with `git push -u origin main`.")
         remote, _, branch = upstream.stdout.strip().partition("/")
-        self.git("fetch", "--quiet", remote, branch)
-        if not self.git("merge-base", "--is-ancestor", "HEAD", "@{u}",
-                        check=False).returncode:
-            return self.git("rev-parse", "HEAD").stdout.strip()
+        self._git("fetch", "--quiet", remote, branch)
+        if not self._git("merge-base", "--is-ancestor", "HEAD", "@{u}",
+                         check=False).returncode:
+            return self._git("rev-parse", "HEAD").stdout.strip()
         for _ in range(3):
-            head = self.git("rev-parse", "HEAD").stdout.strip()
+            head = self._git("rev-parse", "HEAD").stdout.strip()
             print(f"deploy: pushing {head[:12]} to {remote}/{branch} for Flux", flush=True)
-            pushed = self.git("push", "--quiet", remote, f"HEAD:{branch}", check=False)
+            pushed = self._git("push", "--quiet", remote, f"HEAD:{branch}", check=False)
             if pushed.returncode == 0:
                 return head
             # The branch moved meanwhile (another commit landed): replay ours on top.
-            if self.git("pull", "--rebase", "--quiet", remote, branch, check=False).returncode:
-                self.git("rebase", "--abort", check=False)
+            if self._git("pull", "--rebase", "--quiet", remote, branch, check=False).returncode:
+                self._git("rebase", "--abort", check=False)
                 raise MlopsError(f"{remote}/{branch} changed the desired state in {overlay} "
                                  "at the same time; the commit could not be replayed on it.",
                                  "Look at the newest commits of the branch and promote or roll "

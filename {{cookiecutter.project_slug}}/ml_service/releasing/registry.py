@@ -9,7 +9,7 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 
 from ml_service.errors import MlopsError
-from ml_service.targets import Release
+from ml_service.release import Release
 
 IMAGE_TAG = "image"
 IMAGE_DIGEST_TAG = "image_digest"

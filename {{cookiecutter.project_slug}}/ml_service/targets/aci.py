@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ml_service.azure.workspace import Scope, azure_errors, default_credential
 from ml_service.errors import MlopsError
-from ml_service.targets import Deployment, Release, http_status
+from ml_service.release import Deployment, Release, http_status
 
 CONTAINER_NAME = "scoring"
 CONTAINER_PORT = 5001
@@ -45,7 +45,7 @@ def registry_of(image):
 
 def identity_id(settings, target):
     """Resource id of the pull identity (the setting may be a name or a full id)."""
-    name = settings.target(target).pull_identity
+    name = settings.target_settings(target).pull_identity
     if name.startswith("/subscriptions/"):
         return name
     return (f"/subscriptions/{settings.azure.subscription_id}/resourceGroups/"
@@ -54,14 +54,14 @@ def identity_id(settings, target):
 
 
 def group_name(settings, target):
-    return settings.target(target).dns_label
+    return settings.target_settings(target).dns_label
 
 
 def build_container_group(settings, release, key, target="staging"):
     """The container group that runs `release`, as the SDK model sent to Azure."""
     from azure.mgmt.containerinstance import models
 
-    options = settings.target(target)
+    options = settings.target_settings(target)
     identity = identity_id(settings, target)
 
     def probe(initial_delay, period, timeout):
@@ -215,7 +215,7 @@ class AciTarget:
                     f"{' '.join(str(error.message).split())[:300]}).",
                     "Push the image first (`python -m ml_service build-image "
                     f"--model-version {release.model_version} --push`) and check that "
-                    f"the identity {self.settings.target(self.name).pull_identity} has "
+                    f"the identity {self.settings.target_settings(self.name).pull_identity} has "
                     "AcrPull on the registry (environment_setup grants it).") from error
 
     def _wait_healthy(self):
@@ -279,7 +279,7 @@ class AciTarget:
     def plan(self, release):
         """What deploy would send, as text for --dry-run (the key shown as ***)."""
         spec = build_container_group(self.settings, release, "***", self.name)
-        options = self.settings.target(self.name)
+        options = self.settings.target_settings(self.name)
         lines = [
             f"ACI {self.name} deployment (dry run: nothing is sent to Azure)",
             f"  container group  {self.group} in {self.resource_group} "
