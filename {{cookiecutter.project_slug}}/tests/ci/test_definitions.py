@@ -181,9 +181,10 @@ def expand_shell(token, environment, where):
 
 
 class CliCall:
-    def __init__(self, where, argv, step_name=None):
+    def __init__(self, where, argv, environment, step_name=None):
         self.where = where
         self.argv = argv
+        self.environment = environment  # what the step's shell sees
         self.step_name = step_name  # the step id/name whose outputs are this stage's
         self.args = parse_cli(argv, where)
 
@@ -211,7 +212,7 @@ def github_cli_calls():
             environment = github_environment(document, job, step)
             for tokens in cli_commands(step["run"]):
                 argv = [expand_shell(token, environment, where) for token in tokens]
-                calls.append(CliCall(where, argv, step.get("id")))
+                calls.append(CliCall(where, argv, environment, step.get("id")))
     return calls
 
 
@@ -235,7 +236,8 @@ def test_github_cli_calls_exist_with_those_options():
     calls = github_cli_calls()
     assert {call.args.stage for call in calls} >= CONTRACT_STAGES, calls
     for call in calls:
-        assert "--backend" in call.argv, f"{call}: CI runs against Azure ML, say so"
+        assert call.environment.get("MLOPS_PIPELINE_BACKEND") == "azureml", (
+            f"{call}: CI runs against Azure ML; set MLOPS_PIPELINE_BACKEND for it")
 
 
 @needs_github
@@ -461,7 +463,7 @@ def azure_cli_calls():
                                            for name, value in step.get("env", {}).items()}}
             for tokens in cli_commands(expand_macros(script, variables, where)):
                 argv = [expand_shell(token, environment, where) for token in tokens]
-                calls.append(CliCall(where, argv, step.get("name")))
+                calls.append(CliCall(where, argv, environment, step.get("name")))
     return calls
 
 
@@ -490,7 +492,8 @@ def test_azure_cli_calls_exist_with_those_options():
     calls = azure_cli_calls()
     assert {call.args.stage for call in calls} >= CONTRACT_STAGES, calls
     for call in calls:
-        assert "--backend" in call.argv, f"{call}: CI runs against Azure ML, say so"
+        assert call.environment.get("MLOPS_PIPELINE_BACKEND") == "azureml", (
+            f"{call}: CI runs against Azure ML; set MLOPS_PIPELINE_BACKEND for it")
 
 
 @needs_azure
@@ -534,7 +537,7 @@ def test_azure_variables_match_the_settings_the_cli_reads():
     assert variables["MODEL_NAME"] == MLOPS["model"]["name"]
     assert MLOPS["image"]["registry"] == f"{variables['ACR_NAME']}.azurecr.io"
     assert variables["PYTHON_VERSION"] == PYTHON_VERSION
-    assert variables["MLOPS_BACKEND"] == "azureml"
+    assert variables["MLOPS_PIPELINE_BACKEND"] == "azureml"
 
 
 @needs_azure

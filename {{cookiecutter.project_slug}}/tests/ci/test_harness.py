@@ -14,8 +14,8 @@ so a new step cannot be skipped silently):
   install      `python -m pip install ...`: this environment is already installed;
   unit-tests   `python -m pytest ...`: this harness is itself one of those tests;
   azure-cli    scripts that call the Azure CLI (`az ...`): they need Azure.
-Substituted, also by rule: MLOPS_BACKEND=local replaces the workflow's azureml, and
-`--push` is dropped from build-image (pushing needs the Azure registry).
+Substituted, also by rule: MLOPS_PIPELINE_BACKEND=local replaces the workflow's azureml,
+and `--push` is dropped from build-image (pushing needs the Azure registry).
 Expressions are evaluated by tests/helpers/ci_expressions.py, which fails the test on
 anything it does not know rather than guessing.
 """
@@ -46,7 +46,7 @@ SKIP_RULES = (
     ("unit-tests", lambda run: re.match(r"\s*python3? -m pytest\b", run)),
     ("azure-cli", lambda run: re.search(r"(?m)^\s*az\s", run)),
 )
-HARNESS_ENV = {"MLOPS_BACKEND": "local"}
+HARNESS_ENV = {"MLOPS_PIPELINE_BACKEND": "local"}
 STEP_TIMEOUT = 300
 
 
