@@ -1,8 +1,11 @@
 """The release flow against real scoring servers: build-image, deploy, smoke-test,
 promote (with and without approval), automatic rollback and rollback.
 
-Server start-ups dominate the cost, so one module-scoped project walks through
-the scenarios in order; each test states the situation it starts from.
+Training and image building are done once per module: `registered` holds versions 1
+(deliberately weak, alpha=1.0) and 2 (better), both built. Every test starts from its
+own copy of that project, with its own ports, brings the targets into the situation it
+needs and stops its servers at the end, so the tests depend neither on each other nor
+on their order.
 """
 import json
 import os
@@ -13,9 +16,9 @@ import socket
 import pytest
 
 from ml_service import desired_state
+from ml_service.backends.local import LocalBackend
 from ml_service.config import load_settings
 from ml_service.errors import MlopsError
-from ml_service.backends.local import LocalBackend
 from ml_service.releasing.deployment import deploy, stop
 from ml_service.releasing.image import build_image
 from ml_service.releasing.promotion import promote, rollback
@@ -27,9 +30,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def release_project(tmp_path_factory, migrated_database):
-    """A git checkout with the real scoring/ and deploy/ folders and free ports."""
-    root = tmp_path_factory.mktemp("release")
+def registered(tmp_path_factory, migrated_database):
+    """A git checkout with the real scoring/ and deploy/ folders, versions 1 and 2
+    registered and their images built. Tests use copies (`release_project`)."""
+    root = tmp_path_factory.mktemp("registered")
     for folder in ("scoring", "deploy"):
         shutil.copytree(PROJECT_ROOT / folder, root / folder)
     shutil.copy(PROJECT_ROOT / "mlops.toml", root / "mlops.toml")
@@ -38,6 +42,17 @@ def release_project(tmp_path_factory, migrated_database):
     git(root, "init", "-q")
     git(root, "add", "-A")
     git(root, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init")
+    for alpha in ("1.0", "0.1"):
+        settings = load_settings(root / "mlops.toml", environ={"MLOPS_TRAINING_ALPHA": alpha})
+        build_image(settings, LocalBackend(settings).train_gate_register())
+    return root
+
+
+@pytest.fixture
+def release_project(registered, tmp_path):
+    """This test's own copy of `registered`, with free ports; its servers stop after it."""
+    root = tmp_path / "project"
+    shutil.copytree(registered, root)
     environ = {"MLOPS_STAGING_PORT": str(free_port()),
                "MLOPS_PRODUCTION_PORT": str(free_port()),
                "MLOPS_SERVING_WORKERS": "1"}
@@ -50,16 +65,17 @@ def settings_for(release_project, **overrides):
     return load_settings(root / "mlops.toml", environ={**environ, **overrides})
 
 
-def new_version(settings):
-    return LocalBackend(settings).train_gate_register()
+def in_production(settings, version):
+    """Deploy `version` to staging, smoke-test it and promote it (approved)."""
+    deploy(settings, "staging", version)
+    smoke_test(settings, "staging")
+    promote(settings, approved=True)
 
 
 def test_build_image_context_is_reproducible(release_project):
-    # Version 1 is deliberately weak (alpha=1.0) so that version 2 can beat it later.
-    settings = settings_for(release_project, MLOPS_TRAINING_ALPHA="1.0")
-    version = new_version(settings)
-    first = build_image(settings, version)
-    again = build_image(settings, version)
+    settings = settings_for(release_project)
+    first = build_image(settings, "1")
+    again = build_image(settings, "1")
     assert first.context_digest == again.context_digest
     assert first.context_digest.startswith("sha256:")
     assert first.image.startswith(f"{settings.image.registry}/{settings.model.name.lower()}:1-")
@@ -68,7 +84,7 @@ def test_build_image_context_is_reproducible(release_project):
 
 
 def test_unknown_model_version_is_refused(release_project):
-    with pytest.raises(MlopsError, match="no version '99'.*registered versions: 1"):
+    with pytest.raises(MlopsError, match="no version '99'.*registered versions: 1, 2"):
         deploy(settings_for(release_project), "staging", "99")
 
 
@@ -86,7 +102,7 @@ def test_promote_without_approval_changes_nothing(release_project):
 def test_approved_promotion_commits_and_serves(release_project):
     root, _ = release_project
     settings = settings_for(release_project)
-    promote(settings, approved=True)
+    in_production(settings, "1")
     state = desired_state.read(settings, "production")
     assert state.model_version == "1"
     assert git(root, "log", "-1", "--format=%s") == \
@@ -97,10 +113,8 @@ def test_approved_promotion_commits_and_serves(release_project):
 
 def test_version_not_smoke_tested_on_staging_is_not_promoted(release_project):
     settings = settings_for(release_project)
-    version = new_version(settings)  # alpha 0.1 beats version 1
-    assert version == "2"
-    build_image(settings, version)
-    deploy(settings, "staging", version)
+    in_production(settings, "1")
+    deploy(settings, "staging", "2")
     with pytest.raises(MlopsError, match="has not passed its staging smoke test"):
         promote(settings, approved=True)
     assert desired_state.read(settings, "production").model_version == "1"
@@ -108,14 +122,17 @@ def test_version_not_smoke_tested_on_staging_is_not_promoted(release_project):
 
 def test_failed_production_smoke_test_rolls_back(release_project):
     root, _ = release_project
-    smoke_test(settings_for(release_project), "staging")
+    settings = settings_for(release_project)
+    in_production(settings, "1")
+    deploy(settings, "staging", "2")
+    smoke_test(settings, "staging")
     # Production's latency bound is impossible to meet, so its smoke test fails.
     strict = settings_for(release_project, MLOPS_PRODUCTION_SMOKE_MAX_LATENCY_MS="0.001")
     with pytest.raises(MlopsError, match="rolled back.*serves version 1 again"):
         promote(strict, approved=True)
     assert desired_state.read(strict, "production").model_version == "1"
     assert get_target("production", strict).status().model_version == "1"
-    smoke_test(settings_for(release_project), "production")
+    smoke_test(settings, "production")
     subjects = git(root, "log", "-2", "--format=%s").splitlines()
     assert subjects[0].startswith("Roll back production to version 1")
     assert subjects[1].startswith("Promote")
@@ -123,7 +140,8 @@ def test_failed_production_smoke_test_rolls_back(release_project):
 
 def test_rollback_returns_to_the_previous_version(release_project):
     settings = settings_for(release_project)
-    promote(settings, approved=True)
+    in_production(settings, "1")
+    in_production(settings, "2")
     assert get_target("production", settings).status().model_version == "2"
     assert rollback(settings) == "1"
     assert desired_state.read(settings, "production").model_version == "1"
@@ -131,13 +149,11 @@ def test_rollback_returns_to_the_previous_version(release_project):
 
 
 def test_dead_server_is_noticed(release_project):
+    root, _ = release_project
     settings = settings_for(release_project)
-    target = get_target("staging", settings)
-    target.stop()
     with pytest.raises(MlopsError, match="Nothing is deployed to staging"):
         smoke_test(settings, "staging")
-    deploy(settings, "staging")
-    root, _ = release_project
+    deploy(settings, "staging", "1")
     pid = json.loads((root / ".mlops" / "staging.json").read_text())["pid"]
     os.killpg(pid, signal.SIGKILL)  # the server and its workers die without notice
     os.waitpid(pid, 0)  # deploy ran in this process, so the dead server is ours to reap
@@ -151,6 +167,5 @@ def test_port_in_use_is_refused(release_project):
         squatter.listen()
         port = squatter.getsockname()[1]
         settings = settings_for(release_project, MLOPS_STAGING_PORT=str(port))
-        get_target("staging", settings).stop()
         with pytest.raises(MlopsError, match=f"Port {port} for staging is already in use"):
             deploy(settings, "staging", "1")
