@@ -2,8 +2,8 @@
 
     registry.py     the Release of a model version, read back from its registry tags
     image.py        the scoring image of a model version (build context, digest, docker)
-    deployment.py   deploy: make a target run its desired state (reconcile); stop;
-                    the summary of what runs where
+    deployment.py   deploy: make a target run its desired state (reconcile); the
+                    summary of what runs where
     smoke.py        the smoke test of a deployed target
     promotion.py    promote staging to production, roll production back
 

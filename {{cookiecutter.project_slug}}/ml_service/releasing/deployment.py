@@ -1,4 +1,4 @@
-"""Deploying: make a target run its desired state; stop it; say what runs where.
+"""Deploying: make a target run its desired state, and say what runs where.
 
 `deploy` with a version first sets the target's desired state to that version's
 release; without one, the target is reconciled to the desired state already in
@@ -44,13 +44,6 @@ def deploy(settings, target_name, version=None, dry_run=False):
                    {"scoring_uri": deployment.scoring_uri,
                     "model_version": deployment.model_version})
     return deployment
-
-
-def stop(settings, target_name="all"):
-    """Stop the deployment of one target, or of all (local: the server processes)."""
-    for name in TARGET_NAMES if target_name == "all" else [target_name]:
-        get_target(name, settings).stop()
-        print(f"stop: {name} stopped")
 
 
 def summary(settings):

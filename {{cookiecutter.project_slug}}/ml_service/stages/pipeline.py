@@ -14,6 +14,7 @@ def add_arguments(parser):
 
 
 def run(settings, args):
+    from ml_service import targets
     from ml_service.backends import get_backend
     from ml_service.releasing import deployment, image, promotion, smoke
 
@@ -35,5 +36,5 @@ def run(settings, args):
                   "`python -m ml_service promote --approve`.")
     deployment.summary(settings)
     if args.stop_servers:
-        deployment.stop(settings)
+        targets.stop(settings)
     return 0

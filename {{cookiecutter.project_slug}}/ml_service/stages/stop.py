@@ -1,5 +1,4 @@
-"""stop: stop the local scoring servers that deploy started
-(ml_service/releasing/deployment.py)."""
+"""stop: stop the local scoring servers that deploy started (ml_service/targets/)."""
 from ml_service.config import TARGET_NAMES
 
 HELP = "stop a target's deployment (local: the server process)"
@@ -10,7 +9,7 @@ def add_arguments(parser):
 
 
 def run(settings, args):
-    from ml_service.releasing import deployment
+    from ml_service import targets
 
-    deployment.stop(settings, args.target)
+    targets.stop(settings, args.target)
     return 0

@@ -6,6 +6,7 @@ machine; `aci` (aci.py, staging) and `aks` (aks.py, production) are the Azure
 targets. Each implements the Target interface of ml_service/release.py, and
 nothing above this package asks which kind it has.
 """
+from ml_service.config import TARGET_NAMES
 
 
 def get_target(name, settings):
@@ -20,3 +21,10 @@ def get_target(name, settings):
         return AksTarget(name, settings)
     from ml_service.targets.local import LocalTarget
     return LocalTarget(name, settings)
+
+
+def stop(settings, target_name="all"):
+    """Stop the deployment of one target, or of all (local: the server processes)."""
+    for name in TARGET_NAMES if target_name == "all" else [target_name]:
+        get_target(name, settings).stop()
+        print(f"stop: {name} stopped")

@@ -19,11 +19,11 @@ from ml_service import desired_state
 from ml_service.backends.local import LocalBackend
 from ml_service.config import load_settings
 from ml_service.errors import MlopsError
-from ml_service.releasing.deployment import deploy, stop
+from ml_service.releasing.deployment import deploy
 from ml_service.releasing.image import build_image
 from ml_service.releasing.promotion import promote, rollback
 from ml_service.releasing.smoke import smoke_test
-from ml_service.targets import get_target
+from ml_service.targets import get_target, stop
 from tests.helpers.project import PROJECT_ROOT, free_port, git
 
 pytestmark = pytest.mark.slow
