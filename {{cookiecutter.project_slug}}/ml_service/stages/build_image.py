@@ -1,23 +1,5 @@
-"""build-image: assemble the scoring image's build context for a model version.
-
-The context (score.py, its environment, the Dockerfile and the model files from
-the registry) gets a content digest, so the same model version and code always
-give the same context. With a Docker engine the image is built (and pushed with
---push); without one the exact build command is printed. The image reference
-and digests are recorded on the model version for deploy, promote and rollback.
-"""
-import hashlib
-import json
-import shutil
-import subprocess
-
-import mlflow
-
-from ml_service import releases, report, tracking
-from ml_service.errors import MlopsError
-
+"""build-image: the scoring image of a model version (ml_service/releasing/image.py)."""
 HELP = "build the scoring image (or its build context) for a model version"
-SCORING_FILES = ("score.py", "gunicorn.conf.py", "requirements.txt", "conda.yml", "Dockerfile")
 
 
 def add_arguments(parser):
@@ -26,90 +8,8 @@ def add_arguments(parser):
                         help="push the image to the [image] registry (needs Docker)")
 
 
-def context_digest(folder):
-    """sha256 over every file's relative path and content, in a fixed order."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return "sha256:" + digest.hexdigest()
-
-
-def _base_image(dockerfile):
-    """The image the Dockerfile builds FROM (its first FROM line)."""
-    for line in dockerfile.read_text().splitlines():
-        if line.upper().startswith("FROM "):
-            return line.split()[1]
-    raise MlopsError(f"{dockerfile} has no FROM line.", "Restore it from the template.")
-
-
-def build_blocker(dockerfile):
-    """Why no image can be built here (None if one can): a Docker client alone is not
-    enough, the engine must answer and the base image must be present or pullable."""
-    if not shutil.which("docker"):
-        return "no docker command is installed"
-    info = subprocess.run(["docker", "info"], capture_output=True, text=True, check=False)
-    if info.returncode != 0:
-        return "no Docker engine answers (`docker info` failed)"
-    base = _base_image(dockerfile)
-    for command in (["image", "inspect", base], ["pull", "--quiet", base]):
-        attempt = subprocess.run(["docker", *command], capture_output=True, text=True,
-                                 check=False)
-        if attempt.returncode == 0:
-            return None
-    reason = (attempt.stderr.strip().splitlines() or ["no reason given"])[-1]
-    return f"the base image {base} is not on this machine and cannot be pulled ({reason})"
-
-
-def _docker(*args):
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise MlopsError(f"`docker {' '.join(args)}` failed: {result.stderr.strip()[-800:]}",
-                         "Fix the error above; for a push, log in first with "
-                         "`az acr login --name <registry>`.")
-    return result.stdout
-
-
-def build_image(settings, version, push=False):
-    client, _ = tracking.connect(settings)
-    mv = releases.model_version(client, settings, version)
-    folder = releases.context_dir(settings, version)
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    for name in SCORING_FILES:
-        shutil.copy2(settings.project_root / "scoring" / name, folder / name)
-    mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{settings.model.name}/{version}",
-                                        dst_path=str(folder / "model"))
-    digest = context_digest(folder)
-    commit = mv.tags.get("git_commit", "unknown")
-    tag = f"{version}-{commit[:7] if commit != 'unknown' else 'local'}"
-    image = f"{settings.image.registry}/{settings.model.name.lower()}:{tag}"
-    build_command = f"docker build --tag {image} {folder}"
-    image_digest = ""
-    blocker = build_blocker(folder / "Dockerfile")
-    if blocker is None:
-        _docker("build", "--tag", image, str(folder))
-        if push:
-            _docker("push", image)
-            repo_digests = json.loads(_docker("image", "inspect", image))[0]["RepoDigests"]
-            image_digest = repo_digests[0].rpartition("@")[2]
-        message = f"built {image}" + (f" and pushed it ({image_digest})" if push else "")
-    elif push:
-        raise MlopsError(f"--push needs an image built here, but {blocker}.",
-                         f"Run on a machine where Docker can build, or build there with: "
-                         f"{build_command}")
-    else:
-        message = (f"the image was not built: {blocker}. Context {folder} "
-                   f"({digest}); build it with: {build_command}")
-    for key, value in {releases.IMAGE_TAG: image, releases.CONTEXT_DIGEST_TAG: digest,
-                       releases.CONTEXT_DIR_TAG: str(folder),
-                       releases.IMAGE_DIGEST_TAG: image_digest}.items():
-        client.set_model_version_tag(settings.model.name, str(version), key, value)
-    report.publish("build-image", message, {"image": image, "image_digest": image_digest,
-                                            "context_digest": digest})
-    return releases.release_for(client, settings, version)
-
-
 def run(settings, args):
-    build_image(settings, args.model_version, args.push)
+    from ml_service.releasing import image
+
+    image.build_image(settings, args.model_version, args.push)
     return 0
