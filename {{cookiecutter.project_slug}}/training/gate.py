@@ -1,7 +1,11 @@
 """The champion/challenger gate: one decision, one message, one record in MLflow.
 
 The challenger is a newly trained model; the champion is the registered version
-holding the `production` alias, if any. Both are scored on the same held-out rows.
+production runs, as its git desired state names it (deploy/overlays/production), or
+none before the first promotion. The caller reads that state and passes the version
+in: the registry is asked for the champion's model files only, never for "which
+version is in production" (Azure ML's MLflow registry has no aliases). Both models
+are scored on the same held-out rows.
 The local `evaluate` stage (ml_service/backends/local.py) and the Azure ML step
 (components/evaluate.py) both call `evaluate` and `log` here, so a model is judged
 and recorded the same way wherever it was trained.
@@ -13,8 +17,6 @@ import mlflow.sklearn
 from mlflow.exceptions import MlflowException
 
 from training.model import regression_metrics
-
-CHAMPION_ALIAS = "production"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +40,7 @@ def decide(challenger, champion, min_r2, min_improvement):
         return GateDecision(False, f"challenger R2 {challenger['r2']:.4f} is below the "
                                    f"floor min_r2={min_r2}")
     if champion is None:
-        return GateDecision(True, "no model holds the production alias yet and the "
+        return GateDecision(True, "no model version is in production yet and the "
                                   f"challenger R2 {challenger['r2']:.4f} meets the floor")
     improvement = (champion["rmse"] - challenger["rmse"]) / champion["rmse"]
     verdict = (f"challenger RMSE {challenger['rmse']:.4f} vs champion RMSE "
@@ -57,31 +59,33 @@ def skipped_registration(subject, reason):
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
     challenger: dict                 # held-out metrics
-    champion: dict | None            # None when no version holds the production alias
+    champion: dict | None            # None when nothing is in production
     champion_version: str | None
     decision: GateDecision
 
 
-def champion_version(client, model_name):
-    """The model version holding the production alias, or None."""
-    try:
-        return client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
-    except MlflowException as error:
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(error).lower():
-            return None
-        raise
+class ChampionUnavailable(Exception):
+    """Production's version could not be read from the registry: the gate cannot judge."""
 
 
-def evaluate(client, model_uri, model_name, x_test, y_test, min_r2, min_improvement):
-    """Score the challenger at `model_uri` and the champion of `model_name`; decide."""
+def evaluate(model_uri, model_name, champion_version, x_test, y_test, min_r2,
+             min_improvement):
+    """Score the challenger at `model_uri` and `champion_version` of `model_name` (None:
+    nothing is in production); decide. A champion the registry cannot give raises
+    ChampionUnavailable, never "no champion": that would let any model through."""
     challenger = regression_metrics(mlflow.sklearn.load_model(model_uri), x_test, y_test)
-    champion_mv = champion_version(client, model_name)
     champion = None
-    if champion_mv is not None:
-        champion_model = mlflow.sklearn.load_model(f"models:/{model_name}/{champion_mv.version}")
+    if champion_version is not None:
+        champion_uri = f"models:/{model_name}/{champion_version}"
+        try:
+            champion_model = mlflow.sklearn.load_model(champion_uri)
+        except MlflowException as error:
+            raise ChampionUnavailable(
+                f"production runs {model_name} version {champion_version} (its git desired "
+                f"state), but the registry cannot give {champion_uri}: {error.message}"
+            ) from error
         champion = regression_metrics(champion_model, x_test, y_test)
-    return Evaluation(challenger, champion,
-                      None if champion_mv is None else str(champion_mv.version),
+    return Evaluation(challenger, champion, champion_version,
                       decide(challenger, champion, min_r2, min_improvement))
 
 

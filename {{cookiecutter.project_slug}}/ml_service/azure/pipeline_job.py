@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from ml_service import desired_state
 from ml_service.azure.bindings import binding_problems
 from ml_service.errors import MlopsError
 
@@ -53,7 +54,12 @@ def load_components(settings):
 
 
 def pipeline_inputs(settings, git_commit):
-    """The pipeline job's inputs: everything the steps need from mlops.toml."""
+    """The pipeline job's inputs: everything the steps need from mlops.toml, and the
+    gate's champion: the version production's git desired state names now (Azure ML's
+    MLflow registry has no aliases to look it up by inside the job). An unset production
+    state is passed as "none" (desired_state.UNSET_VERSION), which the step reads as no
+    champion."""
+    production = desired_state.read(settings, "production")
     return {
         "test_size": settings.training.test_size,
         "random_seed": settings.training.random_seed,
@@ -62,6 +68,7 @@ def pipeline_inputs(settings, git_commit):
         "min_improvement": settings.gate.min_improvement,
         "model_name": settings.model.name,
         "git_commit": git_commit,
+        "champion_version": production.model_version,
     }
 
 
@@ -77,11 +84,13 @@ def build_pipeline(settings, git_commit):
                               "and register it if it passes.",
                   default_compute=settings.azure.compute_name)
     def training_pipeline(test_size: float, random_seed: int, alpha: float, min_r2: float,
-                          min_improvement: float, model_name: str, git_commit: str):
+                          min_improvement: float, model_name: str, git_commit: str,
+                          champion_version: str):
         prep_data = steps["prep_data"](test_size=test_size, random_seed=random_seed)
         train = steps["train"](data=prep_data.outputs.data, alpha=alpha)
         evaluate = steps["evaluate"](data=prep_data.outputs.data, model=train.outputs.model,
-                                     model_name=model_name, min_r2=min_r2,
+                                     model_name=model_name,
+                                     champion_version=champion_version, min_r2=min_r2,
                                      min_improvement=min_improvement)
         register = steps["register"](data=prep_data.outputs.data, model=train.outputs.model,
                                      info=train.outputs.info, gate=evaluate.outputs.gate,

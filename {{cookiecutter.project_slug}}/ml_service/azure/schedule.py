@@ -1,7 +1,7 @@
 """The retraining schedule: the training pipeline job on a cron trigger."""
 import re
 
-from ml_service import git, report
+from ml_service import desired_state, git, report
 from ml_service.azure.compute import ensure_compute
 from ml_service.azure.pipeline_job import build_pipeline, write_definition
 from ml_service.azure.workspace import Scope, azure_errors, ml_client
@@ -26,8 +26,11 @@ def schedule_name(settings):
 def create_schedule(settings, cron, dry_run=False, client=None, time_zone="UTC"):
     """Create or update the retraining schedule: the pipeline job on a cron trigger.
 
-    Each scheduled run compares its model with the production model of that moment
-    and registers it only if the gate passes; deploying stays a reviewed step.
+    Each scheduled run registers its model only if the gate passes; deploying stays a
+    reviewed step. The gate's champion is an input of the job: the version production's
+    git desired state named when the schedule was created (Azure ML's registry has no
+    aliases to look it up by when the job runs), so run `schedule` again after a
+    promotion.
     """
     from azure.ai.ml.entities import CronTrigger, JobSchedule
 
@@ -58,7 +61,9 @@ def create_schedule(settings, cron, dry_run=False, client=None, time_zone="UTC")
     ensure_compute(client, settings)
     with azure_errors(f"create the schedule {schedule.name}", scope):
         created = client.schedules.begin_create_or_update(schedule).result()
+    champion = desired_state.read(settings, "production").model_version
     report.publish("schedule", f"{created.name} runs the training pipeline at '{cron}' "
-                   f"({time_zone}) with the code of git {git_commit[:12]}",
+                   f"({time_zone}) with the code of git {git_commit[:12]}, against "
+                   f"production version {champion} (run `schedule` again after a promotion)",
                    {"schedule": created.name, "cron": cron})
     return created

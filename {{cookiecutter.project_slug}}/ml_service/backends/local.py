@@ -10,7 +10,7 @@ import time
 
 import mlflow
 
-from ml_service import git, report, tracking
+from ml_service import desired_state, git, report, tracking
 from ml_service.backends.base import publish_gate, publish_rejection
 from ml_service.errors import MlopsError
 from training import gate, lineage
@@ -79,8 +79,7 @@ class LocalBackend:
         _, x_test, _, y_test = split_dataset(
             features, target, settings.training.test_size, settings.training.random_seed)
         with tracking.stage_run(lineage_id, "evaluate"):
-            evaluation = gate.evaluate(client, model_uri, settings.model.name, x_test, y_test,
-                                       settings.gate.min_r2, settings.gate.min_improvement)
+            evaluation = self._evaluate(model_uri, x_test, y_test)
             gate.log(evaluation)
             decision = evaluation.decision
             log.info("Gate decision (passed=%s): %s", decision.passed, decision.reason)
@@ -88,6 +87,23 @@ class LocalBackend:
         client.set_tag(lineage_id, tracking.GATE_REASON, decision.reason)
         publish_gate(lineage_id, decision)
         return decision
+
+    def _evaluate(self, model_uri, x_test, y_test):
+        """The gate against the version production's git desired state names."""
+        settings = self.settings
+        production = desired_state.read(settings, "production")
+        try:
+            return gate.evaluate(model_uri, settings.model.name,
+                                 production.model_version if production.is_set else None,
+                                 x_test, y_test, settings.gate.min_r2,
+                                 settings.gate.min_improvement)
+        except gate.ChampionUnavailable as error:
+            raise MlopsError(
+                f"The gate cannot judge the new model: {error}",
+                f"Point [tracking] uri (or MLFLOW_TRACKING_URI) at the registry production "
+                f"was promoted from ({settings.tracking.uri} now), or fix "
+                "deploy/overlays/production/kustomization.yaml if it names a version "
+                "that was never registered.") from error
 
     def register(self, run_id=None):
         """Register the lineage's model; return its version, or None if the gate rejected it.

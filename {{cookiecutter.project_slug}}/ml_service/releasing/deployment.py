@@ -1,9 +1,10 @@
 """Deploying: make a target run its desired state, and say what runs where.
 
 `deploy` with a version first sets the target's desired state to that version's
-release; without one, the target is reconciled to the desired state already in
-deploy/overlays/<target>/ (as promote and rollback leave it). `reconcile` is the
-step promote and rollback share.
+release and commits it (the commit is the record of what the target runs: promote
+reads staging's from it); without one, the target is reconciled to the desired state
+already in deploy/overlays/<target>/ (as promote and rollback leave it). `reconcile`
+and `commit_desired_state` are the steps promote and rollback share.
 """
 import json
 
@@ -14,8 +15,16 @@ from ml_service.releasing import registry, smoke
 from ml_service.targets import get_target
 
 
+def commit_desired_state(settings, target_name, release, message):
+    """Write `release` as the target's desired state and commit it; return the commit."""
+    path = desired_state.write(settings, target_name,
+                               desired_state.DesiredState.of_release(release))
+    return desired_state.commit(settings, path, message)
+
+
 def reconcile(settings, client, target_name):
-    """Deploy the target's desired state; move its alias; return the Deployment."""
+    """Deploy the target's desired state (mirrored as an alias where the registry has
+    aliases); return the Deployment."""
     state = desired_state.read(settings, target_name)
     if not state.is_set:
         raise MlopsError(f"No model version is set in the desired state of {target_name}.",
@@ -23,7 +32,7 @@ def reconcile(settings, client, target_name):
                          "--model-version N`, or promote one from staging.")
     release = registry.release_for(client, settings, state.model_version)
     deployment = get_target(target_name, settings).deploy(release)
-    client.set_registered_model_alias(settings.model.name, target_name, release.model_version)
+    registry.mirror_alias(client, settings, target_name, release.model_version)
     return deployment
 
 
@@ -37,7 +46,9 @@ def deploy(settings, target_name, version=None, dry_run=False):
         return None
     if version is not None:
         release = registry.release_for(client, settings, version)
-        desired_state.write(settings, target_name, desired_state.DesiredState.of_release(release))
+        commit_desired_state(settings, target_name, release,
+                             f"Deploy {settings.model.name} version {release.model_version} "
+                             f"to {target_name}")
     deployment = reconcile(settings, client, target_name)
     report.publish("deploy", f"{target_name} serves {settings.model.name} version "
                    f"{deployment.model_version} at {deployment.scoring_uri}",

@@ -1,32 +1,31 @@
 """Promotion and rollback: production's desired state, committed, reconciled and checked.
 
 `promote` is the approved move of the staging release to production, the GitOps way.
-It refuses without approval and refuses a version whose staging smoke test did not
-pass. It writes production's desired state (same image, same digest) and commits it,
-reconciles production, smoke-tests it, and rolls back automatically if that fails:
-production ends on either the old or the new release, never in between.
+"The staging release" is the version staging's committed desired state names
+(deploy/overlays/staging, committed by `deploy`) whose staging smoke test passed (tag
+smoke_test.staging); with --model-version N it must also be N. promote refuses
+without approval or otherwise, before changing anything. It writes production's
+desired state (same image, same digest) and commits it, reconciles production,
+smoke-tests it, and rolls back automatically if that fails: production ends on
+either the old or the new release, never in between. Promoting the version
+production already runs changes nothing.
 
 `rollback` returns production to the release it ran before the current one. The
 previous version is recorded on each promoted version (tag `previous_production`).
-Both end in `restore_production`, which rewrites and commits the desired state,
-reconciles production and moves the `production` alias.
+Both end in `restore_production`, which rewrites and commits the desired state and
+reconciles production. No registry alias is read anywhere (see registry.py).
 """
-from mlflow.exceptions import MlflowException
-
 from ml_service import desired_state, report, tracking
 from ml_service.errors import MlopsError
 from ml_service.releasing import registry
-from ml_service.releasing.deployment import reconcile
+from ml_service.releasing.deployment import commit_desired_state, reconcile
 from ml_service.releasing.smoke import smoke_test
-
-PREVIOUS_TAG = "previous_production"
+from ml_service.targets import get_target
 
 
 def commit_production(settings, release, message):
     """Write `release` as production's desired state and commit it; return the commit."""
-    state = desired_state.DesiredState.of_release(release)
-    path = desired_state.write(settings, "production", state)
-    return desired_state.commit(settings, path, message)
+    return commit_desired_state(settings, "production", release, message)
 
 
 def restore_production(settings, client, version, message):
@@ -36,33 +35,71 @@ def restore_production(settings, client, version, message):
     return version
 
 
-def promote(settings, approved):
+def approval_required(approved):
     if not approved:
         raise MlopsError("Promotion to production needs an explicit approval; production "
                          "was not changed.",
                          "Re-run with --approve (in CI, the production environment's "
                          "reviewers give it).")
-    client, _ = tracking.connect(settings)
-    try:
-        staging = client.get_model_version_by_alias(settings.model.name, "staging")
-    except MlflowException:
-        raise MlopsError("No model version is deployed to staging.",
+
+
+def staging_release(settings, client, requested=None):
+    """The version that passed staging: the one staging's desired state names, whose
+    staging smoke test passed, and (when given) the `requested` one. Raises otherwise."""
+    staging = desired_state.read(settings, "staging")
+    if not staging.is_set:
+        raise MlopsError("No model version is deployed to staging (its desired state in "
+                         "deploy/overlays/staging names none); production was not changed.",
                          "Deploy and smoke-test one first: `python -m ml_service deploy "
-                         "--target staging --model-version N`.") from None
-    version = staging.version
-    if staging.tags.get("smoke_test.staging") != "passed":
+                         "--target staging --model-version N`.")
+    version = staging.model_version
+    if requested is not None and not registry.same_version(requested, version):
+        raise MlopsError(
+            f"Version {requested} is not the staging release: staging's desired state names "
+            f"version {version}; production was not changed.",
+            f"Deploy and smoke-test version {requested} on staging first (`python -m "
+            f"ml_service deploy --target staging --model-version {requested}`, then "
+            "`smoke-test --target staging`), and make sure that commit of "
+            "deploy/overlays/staging is in this checkout.")
+    smoke = registry.model_version(client, settings, version).tags.get(
+        registry.smoke_tag("staging"), "not run")
+    if smoke != "passed":
         raise MlopsError(
             f"Version {version} has not passed its staging smoke test "
-            f"(smoke_test.staging={staging.tags.get('smoke_test.staging', 'not run')}); "
-            "production was not changed.",
+            f"({registry.smoke_tag('staging')}={smoke}); production was not changed.",
             "Run `python -m ml_service smoke-test --target staging` and promote once it passes.")
-    release = registry.release_for(client, settings, version)
+    return version
+
+
+def already_in_production(settings, client, version):
+    """The promote of the version production already runs: nothing changes, so its
+    rollback target stays what it was."""
+    previous = registry.model_version(client, settings, version).tags.get(
+        registry.PREVIOUS_PRODUCTION_TAG, "none")
+    deployment = get_target("production", settings).status()
+    scoring_uri = deployment.scoring_uri if deployment else ""
+    report.publish("promote", f"production already runs {settings.model.name} version "
+                   f"{version}; nothing was changed (rollback would return to version "
+                   f"{previous})", {"model_version": version, "scoring_uri": scoring_uri,
+                                    "gitops_commit": ""})
+    return deployment
+
+
+def promote(settings, approved, model_version=None):
+    """Promote the staging release (it must be `model_version` when given); return the
+    production Deployment."""
+    approval_required(approved)
+    client, _ = tracking.connect(settings)
+    version = staging_release(settings, client, model_version)
     previous = desired_state.read(settings, "production")
+    if previous.is_set and registry.same_version(previous.model_version, version):
+        return already_in_production(settings, client, version)
+    release = registry.release_for(client, settings, version)
     commit = commit_production(settings, release,
                                f"Promote {settings.model.name} version {version} to production")
-    if previous.is_set and previous.model_version != version:
-        client.set_model_version_tag(settings.model.name, version, PREVIOUS_TAG,
-                                     previous.model_version)
+    if previous.is_set:
+        client.set_model_version_tag(settings.model.name, version,
+                                     registry.PREVIOUS_PRODUCTION_TAG, previous.model_version)
     try:
         reconcile(settings, client, "production")
         deployment = smoke_test(settings, "production")
@@ -89,12 +126,17 @@ def rollback(settings):
     """Return production to the version it ran before the current one; return that version."""
     client, _ = tracking.connect(settings)
     current = desired_state.read(settings, "production")
-    previous = None
-    if current.is_set:
-        tags = registry.model_version(client, settings, current.model_version).tags
-        previous = tags.get(PREVIOUS_TAG)
-    if previous is None:
-        raise MlopsError("Production has no earlier version to roll back to.",
+    if not current.is_set:
+        raise MlopsError("Nothing is in production (its desired state names no version), "
+                         "so there is nothing to roll back.",
+                         "Promote a version first: `python -m ml_service promote --approve`.")
+    tags = registry.model_version(client, settings, current.model_version).tags
+    previous = tags.get(registry.PREVIOUS_PRODUCTION_TAG)
+    # A version recorded as its own predecessor (by older releases of this code) has none.
+    if previous is None or registry.same_version(previous, current.model_version):
+        raise MlopsError(f"Production runs version {current.model_version}, the oldest "
+                         "production release on record: there is no earlier version to "
+                         "roll back to. Production was not changed.",
                          "Deploy a specific version instead: `python -m ml_service deploy "
                          "--target production --model-version N`.")
     restore_production(settings, client, previous,

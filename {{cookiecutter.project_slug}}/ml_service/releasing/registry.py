@@ -1,9 +1,16 @@
-"""Releases: a registered model version together with its scoring image.
+"""Releases: a registered model version together with its scoring image, and its history.
 
 `build-image` records the image on the model version as tags; everything after
 it (deploy, promote, rollback) reads a release back from those tags, so every
 environment runs exactly what was built.
+
+What each environment runs is git's desired state (ml_service/desired_state.py);
+the registry holds only history, as version tags (image, smoke results, the
+previous production version), which every MLflow registry supports. Aliases may
+mirror the desired state where the registry has them (`mirror_alias`), but nothing
+reads them: Azure ML's MLflow registry has no aliases and no tag-filtered searches.
 """
+import logging
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
@@ -11,10 +18,46 @@ from mlflow.exceptions import MlflowException
 from ml_service.errors import MlopsError
 from ml_service.release import Release
 
+log = logging.getLogger(__name__)
+
 IMAGE_TAG = "image"
 IMAGE_DIGEST_TAG = "image_digest"
 CONTEXT_DIGEST_TAG = "context_digest"
 CONTEXT_DIR_TAG = "context_dir"
+# On a promoted version: the version production ran before it (what rollback returns to).
+PREVIOUS_PRODUCTION_TAG = "previous_production"
+# How a registry says it has no such API or feature (Azure ML's answer to alias calls).
+UNSUPPORTED_ERROR_CODES = {"ENDPOINT_NOT_FOUND", "FEATURE_DISABLED", "NOT_IMPLEMENTED"}
+
+
+def smoke_tag(target_name):
+    """The version tag holding the smoke test result on `target_name` (passed/failed)."""
+    return f"smoke_test.{target_name}"
+
+
+def same_version(first, second):
+    """Model versions compared as versions: "9" and 9 are the same version."""
+    return int(str(first)) == int(str(second))
+
+
+def mirror_alias(client, settings, target_name, version):
+    """Point the alias `target_name` at `version` where the registry has aliases.
+
+    A convenience for people browsing the registry, never the record: on a registry
+    without aliases (Azure ML) the refusal is expected and only logged.
+    """
+    try:
+        client.set_registered_model_alias(settings.model.name, target_name, str(version))
+    except MlflowException as error:
+        if error.error_code not in UNSUPPORTED_ERROR_CODES \
+                and "not supported" not in error.message.lower():
+            raise MlopsError(
+                f"{target_name} runs version {version}, but mirroring it as the registry "
+                f"alias {target_name!r} failed: {error.message}",
+                "Check that the MLflow registry is reachable and writable, then run "
+                f"`python -m ml_service deploy --target {target_name}` again.") from error
+        log.debug("The registry has no model aliases (%s); %s runs version %s per its git "
+                  "desired state.", error.error_code, target_name, version)
 
 
 def context_dir(settings, version):

@@ -11,6 +11,7 @@ import urllib.request
 
 from ml_service import http_client, report, tracking
 from ml_service.errors import MlopsError
+from ml_service.releasing import registry
 from ml_service.targets import get_target
 
 SAMPLE_REQUEST = "scoring/sample-request.json"
@@ -70,7 +71,8 @@ def smoke_test(settings, target_name):
         found = failures(deployment, target.request_headers(), payload,
                          settings.target_settings(target_name).smoke_max_latency_ms)
     client.set_model_version_tag(settings.model.name, deployment.model_version,
-                                 f"smoke_test.{target_name}", "failed" if found else "passed")
+                                 registry.smoke_tag(target_name),
+                                 "failed" if found else "passed")
     if found:
         raise MlopsError(
             f"Smoke test of {target_name} (version {deployment.model_version}) failed: "

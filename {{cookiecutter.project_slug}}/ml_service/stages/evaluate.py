@@ -1,7 +1,7 @@
 """evaluate: the champion/challenger gate (training/gate.py) on a pipeline run.
 
 The challenger is the model trained in the pipeline run; the champion is the
-registered version holding the `production` alias, if any. The decision is
+version production's git desired state names, if any. The decision is
 recorded on the pipeline run, where `register` reads it: the gate's decision is
 the one acted on. On Azure ML the gate ran as a step of the job; this reads it.
 """

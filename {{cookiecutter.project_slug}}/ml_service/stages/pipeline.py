@@ -30,7 +30,7 @@ def run(settings, args):
         deployment.deploy(settings, "staging", version)
         smoke.smoke_test(settings, "staging")
         if args.approve:
-            promotion.promote(settings, approved=True)
+            promotion.promote(settings, approved=True, model_version=version)
         else:
             print("pipeline: production unchanged; promote with "
                   "`python -m ml_service promote --approve`.")

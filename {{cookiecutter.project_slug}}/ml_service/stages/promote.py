@@ -6,10 +6,14 @@ HELP = "promote the staging release to production (needs --approve)"
 def add_arguments(parser):
     parser.add_argument("--approve", action="store_true",
                         help="the release approval; CI passes it only in the approved job")
+    parser.add_argument("--model-version", type=int, metavar="N",
+                        help="refuse unless N is the version staging's committed desired "
+                             "state names and its staging smoke test passed (CD passes the "
+                             "version it deployed to staging)")
 
 
 def run(settings, args):
     from ml_service.releasing import promotion
 
-    promotion.promote(settings, args.approve)
+    promotion.promote(settings, args.approve, model_version=args.model_version)
     return 0

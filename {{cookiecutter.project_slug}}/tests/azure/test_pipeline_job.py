@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from azure.ai.ml import load_component, load_environment, load_job
 
+from ml_service import desired_state
 from ml_service.azure import bindings, pipeline_job, workspace
 from ml_service.backends.azureml import AzureMLBackend
 from ml_service.errors import MlopsError
@@ -81,7 +82,21 @@ def test_pipeline_inputs_come_from_the_settings(settings):
     assert inputs == {"test_size": az.training.test_size,
                       "random_seed": az.training.random_seed, "alpha": 0.7, "min_r2": 0.25,
                       "min_improvement": az.gate.min_improvement,
-                      "model_name": az.model.name, "git_commit": "0123abc"}
+                      "model_name": az.model.name, "git_commit": "0123abc",
+                      "champion_version": desired_state.read(az, "production").model_version}
+
+
+def test_the_champion_is_the_version_production_desired_state_names(settings):
+    """Azure ML's registry has no aliases: the job is told production's version when it
+    is submitted, "none" before the first promotion."""
+    az = azure_settings(settings)
+    assert pipeline_job.pipeline_inputs(az, "abc")["champion_version"] == "none"
+    desired_state.write(settings, "production", desired_state.DesiredState(
+        model_version="4", image="example.azurecr.io/model:4", image_digest=""))
+    job = pipeline_job.build_pipeline(az, "abc")
+    assert job._to_dict()["inputs"]["champion_version"] == "4"
+    assert job._to_dict()["jobs"]["evaluate"]["inputs"]["champion_version"]["path"] == \
+        binding("parent.inputs.champion_version")
 
 
 @pytest.mark.parametrize("path, value, complaint", [
@@ -104,6 +119,7 @@ def test_binding_check_catches_references_to_nothing(job, path, value, complaint
 
 def test_a_command_binding_to_an_undeclared_input_stops_the_build(tmp_path, settings):
     shutil.copytree(COMPONENTS, tmp_path / "training" / "components")
+    shutil.copytree(settings.project_root / "deploy", tmp_path / "deploy")
     train_yml = tmp_path / "training" / "components" / "train.yml"
     train_yml.write_text(train_yml.read_text().replace("inputs.alpha" + "}", "inputs.alfa}"))
     with pytest.raises(MlopsError, match="alfa") as raised:

@@ -2,16 +2,22 @@ import dataclasses
 
 import pytest
 
+from ml_service import desired_state
 from ml_service.backends.local import LocalBackend
 from ml_service.config import load_settings
 from ml_service.errors import MlopsError
 from tests.helpers.project import git
-from training.gate import CHAMPION_ALIAS
 
 
 def versions(client, settings):
     return sorted(int(mv.version) for mv in
                   client.search_model_versions(f"name='{settings.model.name}'"))
+
+
+def put_in_production(settings, version):
+    """Make `version` what production's git desired state names (the gate's champion)."""
+    desired_state.write(settings, "production", desired_state.DesiredState(
+        model_version=version, image=f"example.azurecr.io/model:{version}", image_digest=""))
 
 
 def git_repository(folder):
@@ -58,8 +64,7 @@ def test_identical_retrain_does_not_beat_the_champion(settings, client):
     backend = LocalBackend(settings)
     backend.train()
     backend.evaluate()
-    client.set_registered_model_alias(settings.model.name, CHAMPION_ALIAS,
-                                      backend.register())
+    put_in_production(settings, backend.register())
     backend.train()
     decision = backend.evaluate()
     assert not decision.passed
@@ -72,7 +77,7 @@ def test_better_challenger_replaces_a_worse_champion(project, client):
                                       environ={"MLOPS_TRAINING_ALPHA": "1.0"}))
     weak.train()
     weak.evaluate()
-    client.set_registered_model_alias(weak.settings.model.name, CHAMPION_ALIAS, weak.register())
+    put_in_production(weak.settings, weak.register())
     settings = load_settings(project / "mlops.toml", environ={})
     backend = LocalBackend(settings)
     backend.train()
@@ -83,6 +88,19 @@ def test_better_challenger_replaces_a_worse_champion(project, client):
         "attributes.run_name = 'evaluate'", order_by=["attributes.start_time DESC"])[0]
     assert evaluate_run.data.metrics["champion_rmse"] > evaluate_run.data.metrics["challenger_rmse"]
     assert evaluate_run.data.tags["champion_version"] == "1"
+
+
+def test_a_champion_the_registry_cannot_give_stops_the_gate(settings, client):
+    """Production's desired state names a version this registry does not have: judging
+    the new model against nothing would let any model through, so evaluate stops."""
+    put_in_production(settings, "7")
+    backend = LocalBackend(settings)
+    backend.train()
+    with pytest.raises(MlopsError, match="cannot judge.*version 7") as raised:
+        backend.evaluate()
+    assert "tracking" in raised.value.fix
+    with pytest.raises(MlopsError, match="ml_service evaluate"):
+        backend.register()
 
 
 def test_quality_floor_blocks_registration_without_a_champion(settings, client):

@@ -21,10 +21,11 @@ WORKSPACE = r"/workspaces/[^/?]+\?"
 
 
 def settings_of_a_copy(settings, folder):
-    """Azure settings of a copy of the project's training code in `folder` (dry runs
-    write build/azureml/ there)."""
-    shutil.copytree(PROJECT_ROOT / "training", folder / "training",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    """Azure settings of a copy of the project's training code and desired state (the
+    gate's champion) in `folder` (dry runs write build/azureml/ there)."""
+    for part in ("training", "deploy"):
+        shutil.copytree(PROJECT_ROOT / part, folder / part,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     return azure_settings(settings, project_root=folder)
 
 

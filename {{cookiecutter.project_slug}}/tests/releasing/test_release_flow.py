@@ -12,6 +12,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -24,6 +26,7 @@ from ml_service.releasing.image import build_image
 from ml_service.releasing.promotion import promote, rollback
 from ml_service.releasing.smoke import smoke_test
 from ml_service.targets import get_target, stop
+from tests.conftest import cli_env
 from tests.helpers.project import copy_project, free_port, git
 
 pytestmark = pytest.mark.slow
@@ -141,6 +144,69 @@ def test_rollback_returns_to_the_previous_version(release_project):
     assert rollback(settings) == "1"
     assert desired_state.read(settings, "production").model_version == "1"
     smoke_test(settings, "production")
+
+
+def test_deploy_to_staging_commits_its_desired_state(release_project):
+    root, _ = release_project
+    settings = settings_for(release_project)
+    deploy(settings, "staging", "1")
+    assert git(root, "log", "-1", "--format=%s") == \
+        f"Deploy {settings.model.name} version 1 to staging"
+    assert git(root, "status", "--porcelain", "deploy/overlays/staging") == ""
+
+
+def test_promote_of_another_version_than_staging_is_refused(release_project):
+    root, _ = release_project
+    settings = settings_for(release_project)
+    in_production(settings, "1")
+    deploy(settings, "staging", "2")
+    smoke_test(settings, "staging")
+    head = git(root, "rev-parse", "HEAD")
+    with pytest.raises(MlopsError, match="Version 1 is not the staging release.*names "
+                                         "version 2; production was not changed"):
+        promote(settings, approved=True, model_version=1)
+    assert git(root, "rev-parse", "HEAD") == head
+    assert desired_state.read(settings, "production").model_version == "1"
+    promote(settings, approved=True, model_version=2)
+    assert get_target("production", settings).status().model_version == "2"
+
+
+def test_promote_of_a_version_whose_staging_smoke_test_failed_is_refused(release_project):
+    root, _ = release_project
+    settings = settings_for(release_project)
+    deploy(settings, "staging", "1")
+    strict = settings_for(release_project, MLOPS_STAGING_SMOKE_MAX_LATENCY_MS="0.001")
+    with pytest.raises(MlopsError, match="Smoke test of staging"):
+        smoke_test(strict, "staging")
+    head = git(root, "rev-parse", "HEAD")
+    with pytest.raises(MlopsError, match=r"smoke_test.staging=failed"):
+        promote(settings, approved=True, model_version="1")
+    assert git(root, "rev-parse", "HEAD") == head
+    assert not desired_state.read(settings, "production").is_set
+
+
+def test_promoting_the_production_version_again_keeps_the_rollback_target(release_project):
+    root, _ = release_project
+    settings = settings_for(release_project)
+    in_production(settings, "1")
+    in_production(settings, "2")
+    head = git(root, "rev-parse", "HEAD")
+    promote(settings, approved=True, model_version="2")  # the same version, once more
+    assert git(root, "rev-parse", "HEAD") == head
+    assert rollback(settings) == "1"
+    assert get_target("production", settings).status().model_version == "1"
+
+
+def test_rollback_past_the_oldest_release_says_so_and_exits_1(release_project):
+    root, environ = release_project
+    settings = settings_for(release_project)
+    in_production(settings, "1")
+    result = subprocess.run([sys.executable, "-m", "ml_service", "rollback"], cwd=root,
+                            env=cli_env(**environ), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1
+    assert "no earlier version to roll back to" in result.stdout + result.stderr
+    assert desired_state.read(settings, "production").model_version == "1"
 
 
 def test_dead_server_is_noticed(release_project):

@@ -15,7 +15,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from training.components import evaluate, prep_data, register, train
-from training.gate import CHAMPION_ALIAS
+from training.gate import ChampionUnavailable
 from tests.helpers.project import PROJECT_ROOT
 
 COMPONENTS = PROJECT_ROOT / "training" / "components"
@@ -60,8 +60,9 @@ def store(tmp_path, migrated_database, monkeypatch):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def run_pipeline(folder, settings, git_commit="0123456789abcdef"):
-    """The four steps in order, as the pipeline job wires them; returns the output folders."""
+def run_pipeline(folder, settings, git_commit="0123456789abcdef", champion_version="none"):
+    """The four steps in order, as the pipeline job wires them (`champion_version` as the
+    submitter reads it from production's desired state); returns the output folders."""
     out = {name: folder / name for name in ("data", "model", "info", "gate", "registration")}
     out["model"].mkdir(parents=True)  # Azure ML creates output folders before the step runs
     training, gate = settings.training, settings.gate
@@ -70,7 +71,8 @@ def run_pipeline(folder, settings, git_commit="0123456789abcdef"):
     run_step("train", {"data": out["data"], "alpha": training.alpha, "model": out["model"],
                        "info": out["info"]})
     run_step("evaluate", {"data": out["data"], "model": out["model"],
-                          "model_name": settings.model.name, "min_r2": gate.min_r2,
+                          "model_name": settings.model.name,
+                          "champion_version": champion_version, "min_r2": gate.min_r2,
                           "min_improvement": gate.min_improvement, "gate": out["gate"]})
     run_step("register", {"data": out["data"], "model": out["model"], "info": out["info"],
                           "gate": out["gate"], "model_name": settings.model.name,
@@ -107,8 +109,7 @@ def test_first_run_registers_a_version_with_the_local_lineage_tags(tmp_path, set
 def test_identical_retrain_is_rejected_against_the_production_champion(
         tmp_path, settings, store):
     run_pipeline(tmp_path / "run1", settings)
-    store.set_registered_model_alias(settings.model.name, CHAMPION_ALIAS, "1")
-    out = run_pipeline(tmp_path / "run2", settings)
+    out = run_pipeline(tmp_path / "run2", settings, champion_version="1")
     decision = read(out["gate"], "decision.json")
     assert decision["passed"] is False and decision["champion_version"] == "1"
     assert decision["champion"]["rmse"] == pytest.approx(decision["challenger"]["rmse"])
@@ -135,15 +136,28 @@ def test_quality_floor_rejects_without_a_champion(tmp_path, settings, store):
     prep_data.prep_data(out / "data", 0.2, 42)
     train.train(out / "data", out / "model", out / "info", alpha=0.1)
     decision = evaluate.evaluate(out / "data", out / "model", out / "gate",
-                                 settings.model.name, min_r2=0.99, min_improvement=0.005)
+                                 settings.model.name, "none", min_r2=0.99,
+                                 min_improvement=0.005)
     assert decision["passed"] is False and "below the floor" in decision["reason"]
     assert decision["champion"] is None
+
+
+def test_a_champion_missing_from_the_registry_fails_the_step(tmp_path, settings, store):
+    """Production names a version the registry cannot give: no decision is written, as
+    judging against nothing would pass any model."""
+    out = tmp_path / "out"
+    prep_data.prep_data(out / "data", 0.2, 42)
+    train.train(out / "data", out / "model", out / "info", alpha=0.1)
+    with pytest.raises(ChampionUnavailable, match="version 5"):
+        evaluate.evaluate(out / "data", out / "model", out / "gate", settings.model.name,
+                          "5", min_r2=0.3, min_improvement=0.005)
+    assert not (out / "gate" / "decision.json").exists()
 
 
 def test_evaluate_without_a_tracking_store_says_what_to_set(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(SystemExit, match="MLFLOW_TRACKING_URI"):
-        evaluate.evaluate(tmp_path, tmp_path, tmp_path, "m", 0.3, 0.005)
+        evaluate.evaluate(tmp_path, tmp_path, tmp_path, "m", "none", 0.3, 0.005)
 
 
 def test_prep_data_runs_as_the_module_command_azure_ml_starts(tmp_path):

@@ -1,36 +1,42 @@
 """evaluate: the champion/challenger gate, inside the Azure ML pipeline.
 
-The challenger is the model from `train`; the champion is the registered version
-holding the `production` alias, looked up in the registry when the step runs (so a
-scheduled retraining compares with what is in production then). Scoring, decision
-and record come from training/gate.py, as for the local `evaluate` stage; the
-decision is written to gate/decision.json, which `register` obeys.
+The challenger is the model from `train`; the champion is the version production's
+git desired state names (deploy/overlays/production), read when the job is submitted
+and passed in as --champion-version ("none" before the first promotion). Azure ML's
+MLflow registry has no aliases, so the step never asks it which version is in
+production. Scoring, decision and record come from training/gate.py, as for the local
+`evaluate` stage; the decision is written to gate/decision.json, which `register` obeys.
 
     python -m training.components.evaluate --data DATA --model MODEL --model-name NAME
-        --min-r2 0.3 --min-improvement 0.005 --gate OUT
+        --champion-version 3 --min-r2 0.3 --min-improvement 0.005 --gate OUT
 """
 import argparse
 
 import mlflow
-from mlflow.tracking import MlflowClient
 
 from training import gate
 from training.components import mlflow_model_dir, read_split, require_tracking, write_json
 
 
-def evaluate(data_dir, model_dir, gate_dir, model_name, min_r2, min_improvement):
+# What the submitter passes when production's desired state names no version (the
+# desired state's own word for unset, ml_service/desired_state.py).
+NO_CHAMPION = "none"
+
+
+def evaluate(data_dir, model_dir, gate_dir, model_name, champion_version, min_r2,
+             min_improvement):
     """Score challenger and champion on the test rows; write and return the decision."""
     require_tracking("evaluate")
     x_test, y_test = read_split(data_dir, "test")
-    evaluation = gate.evaluate(MlflowClient(), str(mlflow_model_dir(model_dir)), model_name,
+    champion = None if champion_version == NO_CHAMPION else champion_version
+    evaluation = gate.evaluate(str(mlflow_model_dir(model_dir)), model_name, champion,
                                x_test, y_test, min_r2, min_improvement)
     with mlflow.start_run():
         gate.log(evaluation)
     decision = evaluation.decision
     result = {"passed": decision.passed, "reason": decision.reason,
               "challenger": evaluation.challenger, "champion": evaluation.champion,
-              "champion_version": evaluation.champion_version,
-              "champion_alias": gate.CHAMPION_ALIAS}
+              "champion_version": evaluation.champion_version}
     write_json(gate_dir, "decision.json", result)
     print(f"evaluate: {decision.summary}")
     return result
@@ -41,12 +47,14 @@ def main(argv=None):
     parser.add_argument("--data", required=True, help="prep_data's output folder")
     parser.add_argument("--model", required=True, help="train's MLflow model folder")
     parser.add_argument("--model-name", required=True, help="registered model name")
+    parser.add_argument("--champion-version", required=True,
+                        help=f"the version in production, or {NO_CHAMPION!r}")
     parser.add_argument("--min-r2", type=float, required=True)
     parser.add_argument("--min-improvement", type=float, required=True)
     parser.add_argument("--gate", required=True, help="output folder of decision.json")
     args = parser.parse_args(argv)
-    evaluate(args.data, args.model, args.gate, args.model_name, args.min_r2,
-             args.min_improvement)
+    evaluate(args.data, args.model, args.gate, args.model_name, args.champion_version,
+             args.min_r2, args.min_improvement)
 
 
 if __name__ == "__main__":
