@@ -22,11 +22,12 @@ from ml_service.errors import MlopsError
 from ml_service.releasing.deployment import deploy
 from ml_service.releasing.image import build_image
 from ml_service.releasing.promotion import promote, rollback
-from ml_service.releasing.smoke import smoke_test
+from ml_service.releasing.smoke import score, smoke_test
 from ml_service.targets import get_target, stop
 from tests.helpers.project import copy_project, free_port, git
 
 pytestmark = pytest.mark.slow
+KEY = "staging-key-for-release-tests"
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +165,25 @@ def test_port_in_use_is_refused(release_project):
         settings = settings_for(release_project, MLOPS_STAGING_PORT=str(port))
         with pytest.raises(MlopsError, match=f"Port {port} for staging is already in use"):
             deploy(settings, "staging", "1")
+
+
+def test_a_keyed_staging_answers_only_with_the_key_and_passes(release_project, monkeypatch):
+    monkeypatch.setenv("STAGING_SCORING_KEY", KEY)
+    settings = settings_for(release_project)
+    deployment = deploy(settings, "staging", "1")
+    payload = {"data": [[0.01] * 10]}
+    assert score(deployment, {}, payload)[0] == 401
+    assert score(deployment, {"Authorization": f"Bearer {KEY}"}, payload)[0] == 200
+    smoke_test(settings, "staging")
+
+
+def test_smoke_test_fails_an_endpoint_that_does_not_check_its_key(
+        release_project, monkeypatch):
+    settings = settings_for(release_project)
+    deploy(settings, "staging", "1")  # started without a key: it answers anyone
+    monkeypatch.setenv("STAGING_SCORING_KEY", KEY)
+    with pytest.raises(MlopsError, match="without the scoring key got status 200 instead of "
+                                         "401: the endpoint does not check its key"):
+        smoke_test(settings, "staging")
+    with pytest.raises(MlopsError, match="has not passed its staging smoke test"):
+        promote(settings, approved=True)
