@@ -20,6 +20,7 @@ from ml_service.backends.local import LocalBackend
 from ml_service.config import load_settings
 from ml_service.errors import MlopsError
 from ml_service.releasing.deployment import deploy
+from ml_service.releasing.dry_run import promote_plan, rollback_plan
 from ml_service.releasing.image import build_image
 from ml_service.releasing.promotion import promote, rollback
 from ml_service.releasing.smoke import score, smoke_test
@@ -187,3 +188,19 @@ def test_smoke_test_fails_an_endpoint_that_does_not_check_its_key(
         smoke_test(settings, "staging")
     with pytest.raises(MlopsError, match="has not passed its staging smoke test"):
         promote(settings, approved=True)
+
+
+def test_promote_and_rollback_plans_read_the_local_registry_and_change_nothing(
+        release_project):
+    root, _ = release_project
+    settings = settings_for(release_project)
+    in_production(settings, "1")
+    deploy(settings, "staging", "2")
+    head = git(root, "rev-parse", "HEAD")
+    promotion = promote_plan(settings)
+    assert "version 1 -> 2" in promotion
+    assert "smoke_test.staging=passed on version 2 (now: not run)" in promotion
+    assert "no earlier version to roll back to" in rollback_plan(settings)
+    assert git(root, "rev-parse", "HEAD") == head
+    assert desired_state.read(settings, "production").model_version == "1"
+    assert get_target("production", settings).status().model_version == "1"
