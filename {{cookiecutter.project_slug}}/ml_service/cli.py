@@ -50,9 +50,10 @@ def configure_logging(debug):
     logging.getLogger("ml_service").setLevel(logging.DEBUG if debug else logging.INFO)
     if not debug:
         # Library chatter (database migrations, deprecation notices, download progress
-        # bars) hides the result lines.
+        # bars, and azure-identity's screen listing every credential it tried before
+        # our own sign-in error) hides the result lines.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        for noisy in ("alembic", "mlflow"):
+        for noisy in ("alembic", "mlflow", "azure"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         warnings.filterwarnings("ignore")
 

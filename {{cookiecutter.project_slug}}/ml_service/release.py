@@ -4,7 +4,8 @@ A Release is one registered model version in one scoring image; a Deployment is 
 target's own report of what it serves; Target is the interface every kind of
 deployment target implements (targets/local.py, targets/aci.py, targets/aks.py).
 Nothing here talks to MLflow or Azure: releasing/ reads Releases from the registry
-and moves them between targets.
+and moves them between targets. Every target takes its scoring key from the deploying
+environment the same way (`scoring_key`).
 """
 import dataclasses
 import urllib.error
@@ -12,6 +13,11 @@ from pathlib import Path
 from typing import Protocol
 
 from ml_service import http_client
+from ml_service.errors import MlopsError
+
+# What scoring/score.py reads: the key itself, or the path of a file holding it.
+SERVER_KEY_VARIABLES = ("SCORING_KEY", "SCORING_KEY_FILE")
+MIN_KEY_LENGTH = 16  # scoring/score.py refuses shorter keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +54,7 @@ class Target(Protocol):
         """Ask the target what it runs now; None if nothing is deployed."""
 
     def request_headers(self) -> dict:
-        """Headers a scoring request needs (e.g. the endpoint key)."""
+        """Headers a scoring request needs: `key_headers(scoring_key(...))`."""
 
     def stop(self) -> None:
         """Remove the deployment (local: stop the process)."""
@@ -66,3 +72,40 @@ def http_status(url, timeout=5):
         return error.code
     except OSError:
         return None
+
+
+def key_variable(target_name):
+    """The deploying environment's variable (a CI secret) holding a target's scoring key."""
+    return f"{target_name.upper()}_SCORING_KEY"
+
+
+def scoring_key(target_name, environ, required=False):
+    """The target's scoring key from `environ`, or None: the server then answers anyone.
+
+    Only the target's own variable counts (STAGING_SCORING_KEY, PRODUCTION_SCORING_KEY),
+    never a SCORING_KEY of the caller's shell, so one target's key cannot reach another.
+    `required`: the target is a public endpoint, so an unset key is an error too.
+    """
+    variable = key_variable(target_name)
+    key = environ.get(variable, "")
+    if not key and not required:
+        return None
+    if key == f"$({variable})":
+        # Azure Pipelines passes `$(NAME)` on as it is when no variable NAME exists.
+        problem = "is not defined (the pipeline passed its own reference, unexpanded)"
+    elif len(key) < MIN_KEY_LENGTH or not (key.isascii() and key.isprintable()) or " " in key:
+        problem = ("is not set" if not key else
+                   f"is unusable ({len(key)} characters; at least {MIN_KEY_LENGTH} printable "
+                   "ASCII characters without spaces are needed)")
+    else:
+        return key
+    raise MlopsError(
+        f"The {target_name} endpoint needs a scoring key: {variable} {problem}.",
+        "Create one with `openssl rand -hex 32` and keep it as a secret (CI: the "
+        f"{target_name} environment's secret, or the CD pipeline's secret variable, "
+        f"{variable}; see docs/ci-cd.md). Deploy gives it to the server, smoke-test sends it.")
+
+
+def key_headers(key):
+    """The headers of a scoring request to a server with `key` (none for an open one)."""
+    return {"Authorization": f"Bearer {key}"} if key else {}

@@ -9,11 +9,12 @@ from mlflow.tracking import MlflowClient
 from ml_service.config import load_settings
 from tests.helpers.project import PROJECT_ROOT, copy_project
 
-# Variables the project reads (its settings, MLflow's, and the CI runners' output files
-# that report.py writes to): a test sees none of the caller's, so the suite behaves the
-# same on a laptop, in this project's CI and inside another CI job.
+# Variables the project reads (its settings, MLflow's, the CI runners' output files
+# that report.py writes to, the targets' scoring keys and the server's): a test sees none
+# of the caller's, so the suite behaves the same on a laptop, in this project's CI and
+# inside another CI job.
 CALLER_VARIABLES = ("MLOPS_", "MLFLOW_", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY", "GITHUB_ENV",
-                    "TF_BUILD")
+                    "TF_BUILD", "STAGING_SCORING_KEY", "PRODUCTION_SCORING_KEY", "SCORING_KEY")
 
 
 @pytest.fixture(autouse=True)

@@ -82,6 +82,23 @@ def test_azure_pipeline_dry_run_plans_without_credentials(run_cli, project):
     assert (project / "build" / "azureml" / "training-pipeline.yml").is_file()
 
 
+@pytest.mark.parametrize("debug", [False, True])
+def test_without_sign_in_only_the_projects_error_shows_unless_debug(run_cli, debug,
+                                                                    monkeypatch):
+    # No Azure sign-in, quickly: only the environment credential, and it is not configured.
+    for variable in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET",
+                     "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_USERNAME"):
+        monkeypatch.delenv(variable, raising=False)
+    result = run_cli(*(["--debug"] if debug else []), "--backend", "azureml", "evaluate",
+                     AZURE_TOKEN_CREDENTIALS="EnvironmentCredential")
+    assert result.returncode != 0
+    assert ("WARNING azure.identity" in result.stderr) == debug, result.stderr
+    if not debug:
+        assert result.stderr.startswith("error: Could not list the pipeline jobs: no Azure "
+                                        "sign-in is available"), result.stderr
+        assert "repository variables AZURE_CLIENT_ID" in result.stderr
+
+
 def test_help_imports_none_of_the_heavy_packages():
     """Every CI step starts the CLI: a verb pays for MLflow, scikit-learn, pandas or the
     Azure SDKs only when it runs, and `--help` for none of them."""

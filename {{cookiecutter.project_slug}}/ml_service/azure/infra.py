@@ -148,4 +148,4 @@ def _compare_outputs(settings, outputs):
                   f"mlops.toml {key} is {ours!r}: set {key} = {value!r}")
     if outputs.get("ciClientId"):
         print(f"infra: CI signs in as client id {outputs['ciClientId']} (AZURE_CLIENT_ID); "
-              "see environment_setup/README.md for the CI secrets.")
+              "see environment_setup/README.md for the CI's repository variables.")

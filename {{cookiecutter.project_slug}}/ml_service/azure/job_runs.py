@@ -9,6 +9,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from ml_service.azure.pipeline_job import CREATED_BY, CREATED_BY_TAG
 from ml_service.azure.workspace import Scope, azure_errors
 from ml_service.errors import MlopsError
 
@@ -60,9 +61,13 @@ def finished_job(client, settings, job_name=None):
     scope = Scope.of(settings)
     if job_name is None:
         with azure_errors("list the pipeline jobs", scope):
-            ours = [job for job in client.jobs.list()
+            # The service filters by job type and by tag *key* only (Jobs - List: `jobType`,
+            # `tag`), so it returns the pipeline jobs pipeline_job.py tagged, not every job
+            # of the workspace; the experiment and the tag's value are checked here.
+            listed = client.jobs.list(job_type="Pipeline", tag=CREATED_BY_TAG)
+            ours = [job for job in listed
                     if getattr(job, "experiment_name", None) == settings.model.experiment
-                    and (job.tags or {}).get("created_by") == "ml_service"]
+                    and (job.tags or {}).get(CREATED_BY_TAG) == CREATED_BY]
         if not ours:
             raise MlopsError(f"No training pipeline job of experiment "
                              f"{settings.model.experiment} exists in workspace "

@@ -23,6 +23,8 @@ COMPONENTS_DIR = Path("training") / "components"
 DEFINITIONS_DIR = Path("build") / "azureml"
 # The pipeline's outputs, as the studio and `az ml job download` show them.
 OUTPUTS = ("model", "gate", "registration")
+# The tag that marks the jobs this project submits (job_runs.finished_job lists by it).
+CREATED_BY_TAG, CREATED_BY = "created_by", "ml_service"
 
 
 def quiet_azure_logging():
@@ -101,7 +103,7 @@ def build_pipeline(settings, git_commit):
     job = training_pipeline(**pipeline_inputs(settings, git_commit))
     job.experiment_name = settings.model.experiment
     job.tags = {"git_commit": git_commit, "model_name": settings.model.name,
-                "created_by": "ml_service"}
+                CREATED_BY_TAG: CREATED_BY}
     check_pipeline(job)
     return job
 

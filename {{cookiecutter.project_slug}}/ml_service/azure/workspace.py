@@ -10,9 +10,10 @@ import dataclasses
 from ml_service.errors import MlopsError
 
 SIGN_IN = ("Sign in with `az login` and `az account set --subscription {subscription}`. In CI, "
-           "sign in with OIDC before this step (GitHub: azure/login with the AZURE_CLIENT_ID, "
-           "AZURE_TENANT_ID and AZURE_SUBSCRIPTION_ID secrets; Azure Pipelines: a service "
-           "connection with workload identity federation); see environment_setup/README.md.")
+           "sign in with OIDC before this step (GitHub: azure/login with the repository "
+           "variables AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_SUBSCRIPTION_ID, which are "
+           "not secrets; Azure Pipelines: a service connection with workload identity "
+           "federation); see environment_setup/README.md.")
 
 
 @dataclasses.dataclass(frozen=True)

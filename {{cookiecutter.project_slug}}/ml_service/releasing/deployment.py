@@ -36,14 +36,10 @@ def reconcile(settings, client, target_name):
     return deployment
 
 
-def deploy(settings, target_name, version=None, dry_run=False):
-    """Deploy `version` (or the desired state) to the target; return the Deployment."""
+def deploy(settings, target_name, version=None):
+    """Deploy `version` (or the desired state) to the target; return the Deployment.
+    (--dry-run: ml_service/releasing/dry_run.py.)"""
     client, _ = tracking.connect(settings)
-    if dry_run:
-        state = desired_state.read(settings, target_name)
-        release = registry.release_for(client, settings, version or state.model_version)
-        print(get_target(target_name, settings).plan(release))
-        return None
     if version is not None:
         release = registry.release_for(client, settings, version)
         commit_desired_state(settings, target_name, release,

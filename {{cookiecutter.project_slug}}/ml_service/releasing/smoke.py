@@ -1,8 +1,10 @@
 """The smoke test: send the sample requests to a target and check the answers.
 
 Checks status 200, one prediction per row, the model version the target reports
-and a latency bound. The result is recorded on the model version as the tag
-smoke_test.<target>, which promote requires for staging.
+and a latency bound; and, when the target has a scoring key, that a request without
+it is refused with 401 (a server that answers anyone fails the test). The result is
+recorded on the model version as the tag smoke_test.<target>, which promote requires
+for staging.
 """
 import json
 import time
@@ -40,11 +42,17 @@ def score(deployment, headers, payload, timeout=30):
 def failures(deployment, headers, payload, max_latency_ms):
     """Everything wrong with the deployment's answers to `payload` (empty if none)."""
     rows = len(payload["data"])
+    found = []
+    if "Authorization" in headers:
+        anonymous = {name: value for name, value in headers.items() if name != "Authorization"}
+        status, body, _ = score(deployment, anonymous, payload)
+        if status != 401:
+            found.append(f"a request without the scoring key got status {status} instead "
+                         f"of 401: the endpoint does not check its key")
     score(deployment, headers, payload)  # first request warms the worker up
     status, body, seconds = score(deployment, headers, payload)
     if status != 200:
-        return [f"status {status} instead of 200: {body}"]
-    found = []
+        return [*found, f"status {status} instead of 200: {body}"]
     predictions = body.get("predictions") if isinstance(body, dict) else None
     if not isinstance(predictions, list) or len(predictions) != rows:
         found.append(f"expected {rows} predictions, got {body}")

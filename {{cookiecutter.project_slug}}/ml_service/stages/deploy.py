@@ -10,7 +10,12 @@ def add_arguments(parser):
 
 
 def run(settings, args):
+    if args.dry_run:
+        from ml_service.releasing.dry_run import deploy_plan
+
+        print(deploy_plan(settings, args.target, args.model_version))
+        return 0
     from ml_service.releasing import deployment
 
-    deployment.deploy(settings, args.target, args.model_version, args.dry_run)
+    deployment.deploy(settings, args.target, args.model_version)
     return 0

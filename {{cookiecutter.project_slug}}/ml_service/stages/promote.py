@@ -13,6 +13,11 @@ def add_arguments(parser):
 
 
 def run(settings, args):
+    if args.dry_run:
+        from ml_service.releasing.dry_run import promote_plan
+
+        print(promote_plan(settings))
+        return 0
     from ml_service.releasing import promotion
 
     promotion.promote(settings, args.approve, model_version=args.model_version)

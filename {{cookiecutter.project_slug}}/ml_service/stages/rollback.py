@@ -8,6 +8,11 @@ def add_arguments(parser):
 
 
 def run(settings, args):
+    if args.dry_run:
+        from ml_service.releasing.dry_run import rollback_plan
+
+        print(rollback_plan(settings))
+        return 0
     from ml_service.releasing import promotion
 
     promotion.rollback(settings)

@@ -5,10 +5,11 @@ CPU and memory of mlops.toml, readiness and liveness probes on GET / (port 5001)
 a public IP with a DNS label, and pulls from the registry with the user-assigned
 identity environment_setup creates (no registry password anywhere).
 
-Calls need a key: deploy passes the secret STAGING_SCORING_KEY (an environment
-variable, e.g. a CI secret) to the container as the secure variable SCORING_KEY,
-which Azure never returns, and `request_headers()` sends it as
-`Authorization: Bearer <key>`. The scoring script must refuse requests without it.
+The endpoint is public, so it needs a key: deploy passes the secret
+STAGING_SCORING_KEY (an environment variable, e.g. a CI secret; release.scoring_key)
+to the container as the secure variable SCORING_KEY, which Azure never returns;
+score.py refuses requests without it, and `request_headers()` sends it as
+`Authorization: Bearer <key>`.
 """
 import json
 import os
@@ -17,17 +18,13 @@ from pathlib import Path
 
 from ml_service.azure.workspace import Scope, azure_errors, default_credential
 from ml_service.errors import MlopsError
-from ml_service.release import Deployment, Release, http_status
+from ml_service.release import (Deployment, Release, http_status, key_headers, key_variable,
+                                scoring_key)
 
 CONTAINER_NAME = "scoring"
 CONTAINER_PORT = 5001
-KEY_VARIABLE = "SCORING_KEY"          # inside the container
-KEY_SECRET = "{target}_SCORING_KEY"   # where deploy and smoke-test read it from
+KEY_VARIABLE = "SCORING_KEY"  # inside the container (scoring/score.py)
 POLL_SECONDS = 5
-
-
-def key_secret(target):
-    return KEY_SECRET.format(target=target.upper())
 
 
 def pinned_image(release):
@@ -147,19 +144,10 @@ class AciTarget:
         return self._client
 
     def _key(self):
-        key = self.environ.get(key_secret(self.name), "")
-        if len(key) < 16:
-            raise MlopsError(
-                f"The {self.name} endpoint needs a key: {key_secret(self.name)} is "
-                + ("not set." if not key else "shorter than 16 characters."),
-                "Create one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'` "
-                f"and keep it as a secret (CI: a repository or pipeline secret named "
-                f"{key_secret(self.name)}); deploy and smoke-test both read it.")
-        return key
+        return scoring_key(self.name, self.environ, required=True)
 
     def request_headers(self):
-        key = self.environ.get(key_secret(self.name))
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        return key_headers(scoring_key(self.name, self.environ))
 
     def _get(self):
         from azure.core.exceptions import ResourceNotFoundError
@@ -291,7 +279,7 @@ class AciTarget:
             f"{self.settings.azure.location}.azurecontainer.io:{CONTAINER_PORT}/score",
             f"  probes           readiness GET / every 10 s; liveness GET / every 20 s after "
             f"{self.settings.serving.startup_timeout:.0f} s",
-            f"  calls need       Authorization: Bearer ${key_secret(self.name)}",
+            f"  calls need       Authorization: Bearer ${key_variable(self.name)}",
             "",
             f"PUT .../resourceGroups/{self.resource_group}/providers/"
             f"Microsoft.ContainerInstance/containerGroups/{self.group}",

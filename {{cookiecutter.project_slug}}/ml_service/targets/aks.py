@@ -13,10 +13,17 @@ one source of what production runs. Two ways to get it onto the cluster, chosen 
           Deployment carries the release's model version and has rolled out. Rolling
           back is a commit too (promote and rollback write it).
 
+The production endpoint is public, so it needs a key: deploy writes
+PRODUCTION_SCORING_KEY (an environment variable, e.g. a CI secret; release.scoring_key)
+into the Kubernetes Secret `scoring-key`, which the base Deployment passes to score.py
+as SCORING_KEY. The Secret is made on the cluster, never committed; a changed key
+restarts the pods (score.py reads it at start-up).
+
 kubectl runs as a subprocess. Unless KUBECONFIG is set, it uses its own kubeconfig in
 .mlops/, fetched with `az aks get-credentials` and converted by `kubelogin` to the
 Azure CLI sign-in (the cluster has no local accounts).
 """
+import base64
 import json
 import os
 import shlex
@@ -30,11 +37,14 @@ import yaml
 
 from ml_service import desired_state, git
 from ml_service.errors import MlopsError
-from ml_service.release import Deployment, http_status
+from ml_service.release import Deployment, http_status, key_headers, key_variable, scoring_key
 
 DEPLOYMENT = "scoring"
 SERVICE = "scoring"
 ANNOTATION = "mlops/model-version"
+# The Secret holding the key; deploy/base/deployment.yaml reads it (secretKeyRef).
+KEY_SECRET = "scoring-key"  # pragma: allowlist secret
+KEY_ENTRY = "SCORING_KEY"
 MODES = ("push", "gitops")
 POLL_SECONDS = 10
 
@@ -90,10 +100,10 @@ class AksTarget:
 
     # -- commands -----------------------------------------------------------------
 
-    def _exec(self, command, check=True, timeout=600):
+    def _exec(self, command, check=True, timeout=600, stdin=None):
         try:
             result = self.run(command, cwd=self.root, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+                              timeout=timeout, check=False, input=stdin)
         except FileNotFoundError:
             raise MlopsError(f"`{command[0]}` is not installed.",
                              "Install the Azure CLI (2.61+), then `az aks install-cli` for "
@@ -133,9 +143,9 @@ class AksTarget:
         return [kubectl, *(["--kubeconfig", str(config)] if config else []),
                 *(["--namespace", self.namespace] if namespaced else []), *args]
 
-    def kubectl(self, *args, check=True, namespaced=True, timeout=600):
+    def kubectl(self, *args, check=True, namespaced=True, timeout=600, stdin=None):
         return self._exec(self.kubectl_command(*args, namespaced=namespaced), check=check,
-                          timeout=timeout)
+                          timeout=timeout, stdin=stdin)
 
     def _git(self, *args, check=True):
         return git.run(self.root, *args, check=check, runner=self.run)
@@ -209,7 +219,7 @@ class AksTarget:
         return Deployment(self.name, version, uri, True)
 
     def request_headers(self):
-        return {}
+        return key_headers(scoring_key(self.name, self.environ))
 
     # -- deploy ---------------------------------------------------------------------
 
@@ -223,8 +233,36 @@ class AksTarget:
                 f"--model-version {release.model_version}` (or promote), which writes the "
                 "desired state first.")
 
+    def _key_secret(self, key):
+        """The Secret holding `key`, as JSON for `kubectl apply --filename -`."""
+        return json.dumps({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": KEY_SECRET, "namespace": self.namespace,
+                         "labels": {"app.kubernetes.io/name": DEPLOYMENT,
+                                    "app.kubernetes.io/managed-by": "ml_service"}},
+            "data": {KEY_ENTRY: base64.b64encode(key.encode()).decode()}})
+
+    def _apply_key(self):
+        """Put the target's key into its Secret; restart running pods if it changed.
+
+        The key goes through stdin, never a command line (which `ps` shows), and by
+        server-side apply, which keeps no copy of it in an annotation.
+        """
+        key = scoring_key(self.name, self.environ, required=True)
+        secret = self._object("secret", KEY_SECRET)
+        stored = (secret or {}).get("data", {}).get(KEY_ENTRY, "")
+        if base64.b64decode(stored).decode(errors="replace") == key:
+            return
+        self.kubectl("apply", "--server-side", "--field-manager", "ml-service", "--filename",
+                     "-", stdin=self._key_secret(key))
+        if self._object("deployment", DEPLOYMENT) is not None:
+            print(f"deploy: the scoring key of {self.name} changed; restarting its pods",
+                  flush=True)
+            self.kubectl("rollout", "restart", f"deployment/{DEPLOYMENT}")
+
     def deploy(self, release):
         self._check_desired_state(release)
+        self._apply_key()
         if self.options.mode == "gitops":
             return self._deploy_gitops(release)
         return self._deploy_push(release)
@@ -341,6 +379,9 @@ class AksTarget:
         path = self.root / ".mlops" / f"kubeconfig-{self.name}"
         steps = [] if "KUBECONFIG" in self.environ or path.exists() else [
             shlex.join(command) for command in self.credential_commands(path)]
+        steps.append(f"kubectl apply --server-side --filename - (Secret {KEY_SECRET} from "
+                     f"${key_variable(self.name)}; then `kubectl rollout restart` if it "
+                     "changed)")
         overlay = self.overlay.relative_to(self.root)
         if self.options.mode == "push":
             timeout = int(self.settings.serving.startup_timeout) + 60

@@ -4,7 +4,9 @@ It runs the same score.py and model files that go into the image, on the same
 server with the same settings (scoring/gunicorn.conf.py) the image runs, so
 staging and production behave here as they do on ACI and AKS; but it listens on
 loopback only. What runs where is cached in .mlops/<target>.json, and
-the cache is checked against the live process and port every time.
+the cache is checked against the live process and port every time. The server gets
+the target's own key (STAGING_SCORING_KEY, ...; release.scoring_key) as SCORING_KEY,
+and none when that is unset: a key variable of the caller's shell never reaches it.
 """
 import dataclasses
 import json
@@ -18,7 +20,8 @@ import time
 from pathlib import Path
 
 from ml_service.errors import MlopsError
-from ml_service.release import Deployment, http_status
+from ml_service.release import (SERVER_KEY_VARIABLES, Deployment, http_status, key_headers,
+                                scoring_key)
 
 
 def _alive(pid):
@@ -62,8 +65,9 @@ def server_command(scoring_dir, model_dir, port, workers):
 
 
 class LocalTarget:
-    def __init__(self, name, settings):
+    def __init__(self, name, settings, environ=None):
         self.name = name
+        self.environ = os.environ if environ is None else environ
         self.port = settings.target_settings(name).port
         self.serving = settings.serving
         self.state_dir = settings.project_root / ".mlops"
@@ -81,7 +85,7 @@ class LocalTarget:
             return None
 
     def request_headers(self):
-        return {}
+        return key_headers(scoring_key(self.name, self.environ))
 
     def status(self):
         state = self._state()
@@ -100,19 +104,24 @@ class LocalTarget:
         """(command, environment variables) of the server for `release`."""
         command, settings = server_command(release.context_dir, release.context_dir / "model",
                                            self.port, self.serving.workers)
+        key = scoring_key(self.name, self.environ)
         return command, {**settings, "MODEL_VERSION": release.model_version,
-                         "SCORING_MAX_BATCH_SIZE": str(self.serving.max_batch_size)}
+                         "SCORING_MAX_BATCH_SIZE": str(self.serving.max_batch_size),
+                         **({"SCORING_KEY": key} if key else {})}
 
     def plan(self, release):
         command, settings = self._server(release)
+        shown = {**settings, **({"SCORING_KEY": "***"} if "SCORING_KEY" in settings else {})}
         return (f"{self.name} (local): stop the server on port {self.port} if one runs, then "
-                f"{' '.join(f'{name}={value}' for name, value in settings.items())} "
+                f"{' '.join(f'{name}={value}' for name, value in shown.items())} "
                 f"{' '.join(command)}")
 
     def _start(self, release):
         self.state_dir.mkdir(exist_ok=True)
         command, settings = self._server(release)
-        env = {**os.environ, **settings}
+        inherited = {name: value for name, value in os.environ.items()
+                     if name not in SERVER_KEY_VARIABLES}
+        env = {**inherited, **settings}
         with open(self.log_file, "ab") as log:
             # Its own session: the server outlives this command and is stopped as a group.
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,

@@ -8,10 +8,11 @@ import types
 import pytest
 
 from ml_service import git
+from ml_service.azure import workspace
 from ml_service.azure.job_runs import PipelineResult, finished_job
 from ml_service.backends.azureml import AzureMLBackend
 from ml_service.errors import MlopsError
-from tests.helpers.azure_fakes import azure_settings
+from tests.helpers.azure_fakes import FakeCredential, FakeTransport, azure_settings
 from tests.helpers.azureml_fakes import (COMPUTE, EXISTING_COMPUTE, MISSING_COMPUTE,
                                          WORKSPACE, WORKSPACE_FOUND, FakeJobs, client_with,
                                          created_compute)
@@ -80,8 +81,19 @@ def test_evaluate_and_register_stages_publish_the_job_results(az, capsys, tmp_pa
 
 
 def test_without_a_run_id_the_newest_job_of_this_project_is_used(az):
-    client = types.SimpleNamespace(jobs=FakeJobs(experiment=az.model.experiment))
-    assert finished_job(client, az).name == "newest_job"
+    jobs = FakeJobs(experiment=az.model.experiment)
+    assert finished_job(types.SimpleNamespace(jobs=jobs), az).name == "newest_job"
+    # Narrowed by the service, not read in full: the workspace holds other teams' jobs.
+    assert jobs.listed == ("Pipeline", "created_by")
+
+
+def test_the_job_listing_is_narrowed_in_the_request_the_sdk_sends(az):
+    transport = FakeTransport([("GET", r"/jobs\?", (200, {"value": []}))])
+    client = workspace.ml_client(az, credential=FakeCredential(), transport=transport)
+    with pytest.raises(MlopsError, match="No training pipeline job"):
+        finished_job(client, az)
+    [listing] = transport.calls("GET", r"/jobs\?")
+    assert "jobType=Pipeline" in listing.url and "tag=created_by" in listing.url
 
 
 def test_results_of_an_unfinished_or_unknown_job_are_refused(az):

@@ -9,7 +9,9 @@ Everything here runs offline:
   reads is one that stage publishes;
 - supply chain and identity: actions pinned to full commit SHAs, Azure sign-in by
   OIDC / workload identity federation only, no secret-looking literal, least
-  privilege per job, and `promote --approve` only behind the production environment.
+  privilege per job, and `promote --approve` only behind the production environment;
+- the one kind of stored secret, the scoring keys: each reaches exactly the steps
+  that call its target, through the step's `env:`, and no other.
 Tests of a platform whose folder was not generated (ci_platform) are skipped.
 """
 import ast
@@ -42,6 +44,12 @@ PYTHON_VERSION = PYPROJECT["project"]["requires-python"].removeprefix(">=")
 # The stages CI/CD must run, per platform (both files together).
 CONTRACT_STAGES = {"train", "evaluate", "register", "build-image", "deploy", "smoke-test",
                    "promote", "rollback"}
+# The only stored secrets: the endpoints' keys (release.key_variable), per target. Azure
+# sign-in has none (OIDC). On Azure Pipelines they are secret variables of the pipeline,
+# set in its settings, never in YAML (docs/ci-cd.md).
+SCORING_KEYS = {"staging": "STAGING_SCORING_KEY", "production": "PRODUCTION_SCORING_KEY"}
+# Which target a stage that needs a key talks to: promote and rollback act on production.
+KEYED_STAGES = {"deploy", "smoke-test", "promote", "rollback"}
 
 needs_github = pytest.mark.skipif(
     not WORKFLOWS.is_dir(), reason="no .github/ in this project (ci_platform=azure-devops)")
@@ -273,9 +281,10 @@ def test_github_signs_in_to_azure_with_oidc_only():
     logins = 0
     for path in workflow_files():
         text = path.read_text()
-        # The `secrets` context (not the file .secrets.baseline).
-        assert not re.search(r"(?<![\w.])secrets\.", text), (
-            f"{path.name}: no stored secret is needed (OIDC)")
+        # The `secrets` context (not the file .secrets.baseline): the scoring keys only.
+        used = set(re.findall(r"(?<![\w.])secrets\.(\w+)", text))
+        assert used <= set(SCORING_KEYS.values()), (
+            f"{path.name}: Azure sign-in needs no stored secret (OIDC); found {sorted(used)}")
         assert not re.search(r"(?i)client[-_]secret|AZURE_CREDENTIALS", text), path.name
         for job_id, job, step in workflow_steps(load(path)):
             if uses(step, "azure/login"):
@@ -456,12 +465,14 @@ def azure_cli_calls():
     calls = []
     for path in (PIPELINES / "ci.yml", PIPELINES / "cd.yml"):
         variables = {**azure_variables(), **mapping_variables(load(path))}
+        # Secret variables reach a step only through its env, kept there as references.
+        secrets = {**variables, **{name: f"$({name})" for name in SCORING_KEYS.values()}}
         for where, step, _ in azure_expanded_steps(path):
             if str(step.get("task", "")).startswith("AzureCLI@"):
                 script = step["inputs"]["inlineScript"]
             else:
                 script = step.get("script") or step.get("bash") or ""
-            environment = {**variables, **{name: expand_macros(str(value), variables, where)
+            environment = {**variables, **{name: expand_macros(str(value), secrets, where)
                                            for name, value in step.get("env", {}).items()}}
             for tokens in cli_commands(expand_macros(script, variables, where)):
                 argv = [expand_shell(token, environment, where) for token in tokens]
@@ -657,3 +668,56 @@ def test_every_ci_file_is_strict_yaml():
         pytest.skip("no CI folder in this project")
     for path in files:
         assert isinstance(load(path), dict), path
+
+
+# --- the scoring keys ----------------------------------------------------------------
+
+def key_target(call):
+    """The target whose key a CLI call needs, or None."""
+    if call.args.stage not in KEYED_STAGES:
+        return None
+    return getattr(call.args, "target", None) or "production"
+
+
+def check_scoring_keys(calls, secret_reference):
+    """Every keyed call gets its target's key from the secret (`secret_reference` % the
+    variable, a regular expression), and nothing else gets one."""
+    keyed = 0
+    for call in calls:
+        target = key_target(call)
+        for owner, name in SCORING_KEYS.items():
+            wanted = owner == target
+            assert (name in call.environment) == wanted, (
+                f"{call}: {name} belongs in the env of exactly the steps that call {owner}")
+            if wanted:
+                keyed += 1
+                assert re.fullmatch(secret_reference % name, call.environment[name]), call
+    assert keyed >= 4, calls
+
+
+@needs_github
+def test_github_passes_each_scoring_key_to_its_targets_steps_only():
+    calls = []
+    for path in workflow_files():
+        document = load(path)
+        assert not any(name in {**document.get("env", {}), **job.get("env", {})}
+                       for job in document["jobs"].values() for name in SCORING_KEYS.values()), (
+            f"{path.name}: a scoring key belongs in the env of the steps that use it")
+        for job_id, job, step in workflow_steps(document):
+            # Raw values: github_cli_calls() replaces the expressions with placeholders.
+            environment = {**document.get("env", {}), **job.get("env", {}),
+                           **step.get("env", {})}
+            for tokens in cli_commands(step.get("run", "")):
+                call = CliCall(f"{path.name} job {job_id}", tokens, environment)
+                calls.append(call)
+                target = key_target(call)
+                if target is not None:
+                    environment_name = job["environment"]["name"]
+                    assert environment_name == target, (
+                        f"{call}: the {target} key is a secret of the {target} environment")
+    check_scoring_keys(calls, r"\$\{\{\s*secrets\.%s\s*\}\}")
+
+
+@needs_azure
+def test_azure_maps_each_scoring_key_to_its_targets_steps_only():
+    check_scoring_keys(azure_cli_calls(), r"\$\(%s\)")

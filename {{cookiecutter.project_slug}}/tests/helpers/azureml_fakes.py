@@ -58,15 +58,23 @@ class FakeJobs:
         return types.SimpleNamespace(name=name, status=self.status,
                                      studio_url=f"https://ml.azure.com/runs/{name}")
 
-    def list(self):
-        def job(name, day, experiment=self.experiment, created_by="ml_service"):
+    def list(self, job_type=None, tag=None):
+        """The workspace's jobs, filtered as the service filters them (Jobs - List: by
+        job type, and by tag key only)."""
+        def job(name, day, experiment=self.experiment, tags=None, job_type="Pipeline"):
             return types.SimpleNamespace(
-                name=name, experiment_name=experiment, tags={"created_by": created_by},
+                name=name, experiment_name=experiment, type=job_type,
+                tags={"created_by": "ml_service"} if tags is None else tags,
                 creation_context=types.SimpleNamespace(created_at=f"2026-11-{day}T10:00:00"))
 
-        return [job("older_job", 20), job("newest_job", 22),
-                job("someone_elses", 23, created_by="studio"),
-                job("other_project", 24, experiment="other")]
+        workspace_jobs = [job("older_job", 20), job("newest_job", 22),
+                          job("someone_elses", 23, tags={"created_by": "studio"}),
+                          job("untagged", 24, tags={}),
+                          job("a_command_job", 24, job_type="Command"),
+                          job("other_project", 24, experiment="other")]
+        self.listed = (job_type, tag)
+        return [j for j in workspace_jobs if (job_type is None or j.type == job_type)
+                and (tag is None or tag in j.tags)]
 
     def download(self, name, download_path, output_name):
         self.downloads.append(output_name)

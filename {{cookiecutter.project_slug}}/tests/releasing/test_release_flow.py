@@ -22,14 +22,16 @@ from ml_service.backends.local import LocalBackend
 from ml_service.config import load_settings
 from ml_service.errors import MlopsError
 from ml_service.releasing.deployment import deploy
+from ml_service.releasing.dry_run import promote_plan, rollback_plan
 from ml_service.releasing.image import build_image
 from ml_service.releasing.promotion import promote, rollback
-from ml_service.releasing.smoke import smoke_test
+from ml_service.releasing.smoke import score, smoke_test
 from ml_service.targets import get_target, stop
 from tests.conftest import cli_env
 from tests.helpers.project import copy_project, free_port, git
 
 pytestmark = pytest.mark.slow
+KEY = "staging-key-for-release-tests"
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +232,41 @@ def test_port_in_use_is_refused(release_project):
         settings = settings_for(release_project, MLOPS_STAGING_PORT=str(port))
         with pytest.raises(MlopsError, match=f"Port {port} for staging is already in use"):
             deploy(settings, "staging", "1")
+
+
+def test_a_keyed_staging_answers_only_with_the_key_and_passes(release_project, monkeypatch):
+    monkeypatch.setenv("STAGING_SCORING_KEY", KEY)
+    settings = settings_for(release_project)
+    deployment = deploy(settings, "staging", "1")
+    payload = {"data": [[0.01] * 10]}
+    assert score(deployment, {}, payload)[0] == 401
+    assert score(deployment, {"Authorization": f"Bearer {KEY}"}, payload)[0] == 200
+    smoke_test(settings, "staging")
+
+
+def test_smoke_test_fails_an_endpoint_that_does_not_check_its_key(
+        release_project, monkeypatch):
+    settings = settings_for(release_project)
+    deploy(settings, "staging", "1")  # started without a key: it answers anyone
+    monkeypatch.setenv("STAGING_SCORING_KEY", KEY)
+    with pytest.raises(MlopsError, match="without the scoring key got status 200 instead of "
+                                         "401: the endpoint does not check its key"):
+        smoke_test(settings, "staging")
+    with pytest.raises(MlopsError, match="has not passed its staging smoke test"):
+        promote(settings, approved=True)
+
+
+def test_promote_and_rollback_plans_read_the_local_registry_and_change_nothing(
+        release_project):
+    root, _ = release_project
+    settings = settings_for(release_project)
+    in_production(settings, "1")
+    deploy(settings, "staging", "2")
+    head = git(root, "rev-parse", "HEAD")
+    promotion = promote_plan(settings)
+    assert "version 1 -> 2" in promotion
+    assert "smoke_test.staging=passed on version 2 (now: not run)" in promotion
+    assert "no earlier version to roll back to" in rollback_plan(settings)
+    assert git(root, "rev-parse", "HEAD") == head
+    assert desired_state.read(settings, "production").model_version == "1"
+    assert get_target("production", settings).status().model_version == "1"

@@ -5,6 +5,7 @@ container groups in a dict; the health check of the public endpoint is the other
 network edge and is replaced by a function.
 """
 import copy
+import re
 import json
 from pathlib import Path
 
@@ -174,7 +175,7 @@ def test_deploy_without_a_key_says_how_to_make_one(az, arm):
     staging.environ = {}
     with pytest.raises(MlopsError, match="STAGING_SCORING_KEY is not set") as raised:
         staging.deploy(release())
-    assert "secrets.token_urlsafe" in raised.value.fix
+    assert "openssl rand -hex 32" in raised.value.fix
     assert arm.transport.requests == []
 
 
@@ -200,4 +201,19 @@ def test_plan_shows_the_request_with_the_key_masked(az, arm):
     body = json.loads(text[text.index("{"):])
     variables = body["properties"]["containers"][0]["properties"]["environmentVariables"]
     assert {"name": "SCORING_KEY", "secureValue": "***"} in variables
+    assert arm.transport.requests == []
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("short", "is unusable (5 characters"),
+    ("a key with spaces in it", "is unusable"),
+    # What Azure Pipelines passes when the secret variable was never created.
+    ("$(STAGING_SCORING_KEY)", "is not defined"),
+])
+def test_an_unusable_key_is_refused_before_anything_is_sent(az, arm, value, problem):
+    staging = target(az, arm)
+    staging.environ = {"STAGING_SCORING_KEY": value}
+    with pytest.raises(MlopsError, match=re.escape(f"STAGING_SCORING_KEY {problem}")) as raised:
+        staging.deploy(release())
+    assert value not in str(raised.value)  # a key, even a bad one, is never shown
     assert arm.transport.requests == []

@@ -5,6 +5,7 @@ for real (a local bare repository stands in for the remote Flux reads), while
 kubectl calls that would reach a cluster are answered from the manifests the
 overlay really renders to.
 """
+import base64
 import copy
 import json
 import subprocess
@@ -21,6 +22,7 @@ from tests.helpers.azure_fakes import azure_settings
 from tests.helpers.project import git
 
 LB_IP = "20.50.60.70"
+KEY = "production-key-for-aks-tests"
 
 
 def release(version):
@@ -38,10 +40,10 @@ def set_desired(settings, version):
 
 
 class FakeCluster:
-    """kubectl's view of a cluster: the scoring Deployment and Service.
+    """kubectl's view of a cluster: the scoring Deployment, Service and key Secret.
 
     `apply -k` renders the overlay with the real kubectl; a pod template whose model
-    version is in `broken` never becomes ready. `flux()` plays Flux in gitops mode.
+    version is in `broken` never becomes ready. `flux_applies()` plays Flux in gitops mode.
     """
 
     def __init__(self, kubectl):
@@ -51,6 +53,8 @@ class FakeCluster:
         self.history = []
         self.broken = set()
         self.service_type = "LoadBalancer"
+        self.secret = None
+        self.stdin = []
 
     def render(self, overlay):
         result = subprocess.run([self.kubectl, "kustomize", str(overlay)], check=True,
@@ -78,8 +82,19 @@ class FakeCluster:
     def version(self):
         return self.deployment["spec"]["template"]["metadata"]["annotations"][aks.ANNOTATION]
 
+    def restart(self):
+        self.history.append(copy.deepcopy(self.deployment["spec"]["template"]))
+        annotations = self.deployment["spec"]["template"]["metadata"]["annotations"]
+        annotations["kubectl.kubernetes.io/restartedAt"] = str(len(self.history))
+        self._status(self.deployment)
+
+    def key(self):
+        return base64.b64decode(self.secret["data"]["SCORING_KEY"]).decode()
+
     def __call__(self, command, **kwargs):
         self.commands.append(command)
+        if kwargs.get("input") is not None:
+            self.stdin.append(kwargs["input"])
         if command[0] == "git" or command[1] == "kustomize":
             return subprocess.run(command, **kwargs)
         args = [a for a in command[1:]]
@@ -99,6 +114,16 @@ class FakeCluster:
             if self.deployment is None:
                 return 1, "", 'Error from server (NotFound): deployments.apps "scoring" not found'
             return 0, json.dumps(self.deployment), ""
+        if args[:2] == ["get", "secret/scoring-key"]:
+            if self.secret is None:
+                return 1, "", 'Error from server (NotFound): secrets "scoring-key" not found'
+            return 0, json.dumps(self.secret), ""
+        if args[:2] == ["apply", "--server-side"] and args[-2:] == ["--filename", "-"]:
+            self.secret = json.loads(self.stdin[-1])
+            return 0, "secret/scoring-key serverside-applied\n", ""
+        if args[:2] == ["rollout", "restart"]:
+            self.restart()
+            return 0, "deployment.apps/scoring restarted\n", ""
         if args[:2] == ["get", "service/scoring"]:
             return 0, json.dumps({"spec": {"type": self.service_type}, "status": {
                 "loadBalancer": {"ingress": [{"ip": LB_IP}]}}}), ""
@@ -137,7 +162,7 @@ def target(settings, cluster, environ=None):
     ticks = iter(range(0, 100000, 10))
     return aks.AksTarget("production", settings, run=cluster, http_get=lambda url: 200,
                          sleep=lambda seconds: None, clock=lambda: next(ticks),
-                         environ={} if environ is None else environ)
+                         environ={"PRODUCTION_SCORING_KEY": KEY} if environ is None else environ)
 
 
 def kubectl_verbs(cluster):
@@ -162,7 +187,7 @@ def test_push_fetches_credentials_applies_the_overlay_and_waits(project, setting
     assert az[az.index("--name") + 1] == settings.production.cluster
     assert az[az.index("--file") + 1] == kubeconfig
     assert kubelogin[1:4] == ["convert-kubeconfig", "--login", "azurecli"]
-    apply = next(c for c in cluster.commands if "apply" in c)
+    apply = next(c for c in cluster.commands if "--kustomize" in c)
     assert apply[apply.index("--kubeconfig") + 1] == kubeconfig
     assert apply[-2:] == ["--kustomize", str(project / "deploy" / "overlays" / "production")]
     rollout = next(c for c in cluster.commands if "rollout" in c)
@@ -205,7 +230,8 @@ def test_deploy_refuses_a_release_that_is_not_the_desired_state(project, setting
 def test_kubeconfig_from_the_environment_is_used_as_it_is(project, settings, cluster):
     settings = production(settings, "push")
     rel = set_desired(settings, "3")
-    target(settings, cluster, environ={"KUBECONFIG": "/somewhere"}).deploy(rel)
+    target(settings, cluster, environ={"KUBECONFIG": "/somewhere",
+                                       "PRODUCTION_SCORING_KEY": KEY}).deploy(rel)
     assert not any(c[0] == "az" for c in cluster.commands)
     assert not any("--kubeconfig" in c for c in cluster.commands)
 
@@ -245,7 +271,8 @@ def test_missing_kubectl_or_az_says_what_to_install(project, settings):
         raise FileNotFoundError(command[0])
 
     with pytest.raises(MlopsError, match="is not installed") as raised:
-        aks.AksTarget("production", settings, run=absent, environ={}).deploy(rel)
+        aks.AksTarget("production", settings, run=absent,
+                      environ={"PRODUCTION_SCORING_KEY": KEY}).deploy(rel)
     assert "az aks install-cli" in raised.value.fix
 
 
@@ -293,7 +320,7 @@ def test_gitops_pushes_the_desired_state_and_waits_for_flux(
     assert deployment.healthy and deployment.model_version == "3"
     assert git(project, "rev-parse", "origin/main") == commit
     assert ["git", "push", "--quiet", "origin", "HEAD:main"] in cluster.commands
-    assert not any("apply" in c for c in cluster.commands if c[0] != "git")
+    assert not any("--kustomize" in c for c in cluster.commands if c[0] != "git")
 
 
 def test_gitops_replays_its_commit_when_the_branch_moved(
@@ -345,6 +372,7 @@ def test_plan_renders_the_overlay_and_lists_the_commands(project, settings, clus
     text = target(settings, cluster).plan(rel)
     assert "dry run" in text
     assert "az aks get-credentials" in text and "kubectl apply --kustomize" in text
+    assert "Secret scoring-key from $PRODUCTION_SCORING_KEY" in text
     documents = list(yaml.safe_load_all(text[text.index("apiVersion"):]))
     deployment = next(d for d in documents if d and d["kind"] == "Deployment")
     assert deployment["metadata"]["annotations"][aks.ANNOTATION] == "3"
@@ -360,3 +388,48 @@ def test_plan_notes_a_desired_state_about_to_change(project, settings, cluster):
 def test_an_unknown_mode_is_a_config_error(project, settings, cluster):
     with pytest.raises(MlopsError, match="mode is 'manual'"):
         target(production(settings, "manual"), cluster)
+
+
+def test_deploy_puts_the_key_in_a_secret_the_pods_read(project, settings, cluster):
+    settings = production(settings, "push")
+    production_target = target(settings, cluster)
+    production_target.deploy(set_desired(settings, "3"))
+    assert cluster.key() == KEY
+    assert cluster.secret["metadata"] == {
+        "name": "scoring-key", "namespace": f"{settings.model.experiment}-production",
+        "labels": {"app.kubernetes.io/name": "scoring",
+                   "app.kubernetes.io/managed-by": "ml_service"}}
+    # Through stdin only: a command line is visible to every user of the machine.
+    assert not any(KEY in " ".join(command) for command in cluster.commands)
+    [container] = cluster.deployment["spec"]["template"]["spec"]["containers"]
+    assert {"name": "SCORING_KEY", "valueFrom": {"secretKeyRef": {
+        "name": "scoring-key", "key": "SCORING_KEY", "optional": True}}} in container["env"]
+    assert production_target.request_headers() == {"Authorization": f"Bearer {KEY}"}
+    # Written before the pods that read it start, so no pod ever serves without it.
+    applies = [command for command in cluster.commands if "apply" in command]
+    assert ["--server-side" in applies[0], "--kustomize" in applies[1]] == [True, True]
+
+
+def test_a_changed_key_restarts_the_pods_and_the_same_key_does_not(
+        project, settings, cluster):
+    settings = production(settings, "push")
+    rel = set_desired(settings, "3")
+    target(settings, cluster).deploy(rel)
+    target(settings, cluster).deploy(rel)
+    assert not any("restart" in command for command in cluster.commands)
+    new_key = "rotated-production-key-for-tests"
+    cluster.commands.clear()
+    target(settings, cluster, environ={"PRODUCTION_SCORING_KEY": new_key}).deploy(rel)
+    assert cluster.key() == new_key
+    steps = [next(flag for flag in ("--server-side", "restart", "--kustomize") if flag in c)
+             for c in cluster.commands if {"--server-side", "restart", "--kustomize"} & set(c)]
+    assert steps == ["--server-side", "restart", "--kustomize"]
+
+
+def test_deploy_without_a_key_changes_nothing(project, settings, cluster):
+    settings = production(settings, "push")
+    rel = set_desired(settings, "3")
+    with pytest.raises(MlopsError, match="PRODUCTION_SCORING_KEY is not set") as raised:
+        target(settings, cluster, environ={}).deploy(rel)
+    assert "openssl rand -hex 32" in raised.value.fix
+    assert cluster.commands == []
