@@ -18,12 +18,15 @@ from ml_service.errors import MlopsError
 from ml_service.releasing import registry
 from ml_service.releasing.deployment import reconcile
 from ml_service.releasing.smoke import smoke_test
+from ml_service.targets import get_target
 
 PREVIOUS_TAG = "previous_production"
 
 
 def commit_production(settings, release, message):
-    """Write `release` as production's desired state and commit it; return the commit."""
+    """Write `release` as production's desired state and commit it; return the commit.
+    Refused before anything is written if the commit could not reach production."""
+    get_target("production", settings).check_ready()
     state = desired_state.DesiredState.of_release(release)
     path = desired_state.write(settings, "production", state)
     return desired_state.commit(settings, path, message)

@@ -157,6 +157,9 @@ class AciTarget:
                 f"{key_secret(self.name)}); deploy and smoke-test both read it.")
         return key
 
+    def check_ready(self):
+        """Deploying needs no setup beyond what deploy itself checks."""
+
     def request_headers(self):
         key = self.environ.get(key_secret(self.name))
         return {"Authorization": f"Bearer {key}"} if key else {}
