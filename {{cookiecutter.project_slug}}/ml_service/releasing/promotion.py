@@ -61,6 +61,8 @@ def promote(settings, approved):
             "Run `python -m ml_service smoke-test --target staging` and promote once it passes.")
     release = registry.release_for(client, settings, version)
     previous = desired_state.read(settings, "production")
+    if settings.production.promotion == "pr":
+        return propose_by_pull_request(settings, client, staging, release, previous)
     commit = commit_production(settings, release,
                                f"Promote {settings.model.name} version {version} to production")
     if previous.is_set and previous.model_version != version:
@@ -86,6 +88,27 @@ def promote(settings, approved):
                    {"model_version": version, "scoring_uri": deployment.scoring_uri,
                     "gitops_commit": commit})
     return deployment
+
+
+def propose_by_pull_request(settings, client, staging, release, previous):
+    """promotion = "pr": open the pull request whose merge promotes `release`; production
+    is not touched until then. Returns None (nothing deployed yet)."""
+    from ml_service.releasing import pull_request
+
+    get_target("production", settings).check_ready()
+    run_id = staging.tags.get("run_id")
+    evidence = {
+        "metrics": client.get_run(run_id).data.metrics if run_id else {},
+        "gate_reason": staging.tags.get("gate_reason", ""),
+        "staging_smoke_test": staging.tags.get("smoke_test.staging"),
+        "production_version": previous.model_version,
+    }
+    url, commit = pull_request.propose(settings, release, evidence)
+    report.publish("promote", f"pull request to promote {settings.model.name} version "
+                   f"{release.model_version}: {url}; merging it is the approval",
+                   {"model_version": release.model_version, "pull_request": url,
+                    "gitops_commit": commit})
+    return None
 
 
 def rollback(settings):

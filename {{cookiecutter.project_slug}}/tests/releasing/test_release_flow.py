@@ -24,6 +24,7 @@ from ml_service.releasing.image import build_image
 from ml_service.releasing.promotion import promote, rollback
 from ml_service.releasing.smoke import smoke_test
 from ml_service.targets import get_target, stop
+from tests.helpers.hosting_api import github_env, recording_api
 from tests.helpers.project import copy_project, free_port, git
 
 pytestmark = pytest.mark.slow
@@ -164,3 +165,33 @@ def test_port_in_use_is_refused(release_project):
         settings = settings_for(release_project, MLOPS_STAGING_PORT=str(port))
         with pytest.raises(MlopsError, match=f"Port {port} for staging is already in use"):
             deploy(settings, "staging", "1")
+
+
+def test_promotion_by_pull_request_leaves_production_to_the_merge(
+        release_project, tmp_path, monkeypatch):
+    """promotion = "pr": promote pushes a branch and opens the pull request (GitHub's API
+    replaced by a local server); main, the overlay and production stay as they were."""
+    root, _ = release_project
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch", "main", str(remote))
+    git(root, "branch", "-M", "main")
+    git(root, "remote", "add", "origin", str(remote))
+    git(root, "push", "--quiet", "-u", "origin", "main")
+    settings = settings_for(release_project, MLOPS_PRODUCTION_PROMOTION="pr")
+    deploy(settings, "staging", "2")
+    smoke_test(settings, "staging")
+    head = git(root, "rev-parse", "HEAD")
+    with recording_api() as api:
+        for name, value in github_env(api).items():
+            monkeypatch.setenv(name, value)
+        assert promote(settings, approved=True) is None
+    (request,) = api.requests
+    body = request["body"]["body"]
+    assert "| model version | 2 |" in body and "| staging smoke test | passed |" in body
+    assert "| metrics (held-out data) | " in body and "rmse" in body
+    assert "| production now | version none |" in body
+    assert git(remote, "diff", "--name-only", "main", request["body"]["head"]) == (
+        "deploy/overlays/production/kustomization.yaml")
+    assert git(root, "rev-parse", "HEAD") == head == git(remote, "rev-parse", "main")
+    assert desired_state.read(settings, "production").model_version == "none"
+    assert get_target("production", settings).status() is None
