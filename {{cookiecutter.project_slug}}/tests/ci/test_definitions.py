@@ -308,8 +308,14 @@ def test_github_permissions_are_least_privilege():
                 f"{where}: id-token: write exactly when the job signs in to Azure")
             assert (granted.get("contents") == "write") == pushes, (
                 f"{where}: contents: write exactly when the job pushes a commit")
+            promotes = any(re.search(r"\bml_service promote\b", step.get("run", ""))
+                           for step in steps)
+            assert (granted.get("pull-requests") == "write") == promotes, (
+                f"{where}: pull-requests: write exactly when the job may open the "
+                "promotion pull request")
             writes = {scope for scope, level in granted.items() if level == "write"}
-            assert writes <= {"id-token", "contents"}, f"{where}: unexpected write {writes}"
+            assert writes <= {"id-token", "contents", "pull-requests"}, (
+                f"{where}: unexpected write {writes}")
 
 
 @needs_github
