@@ -21,6 +21,7 @@ from ml_service.config import load_settings
 from ml_service.targets import aks
 from tests.ci.test_definitions import step_lists
 from tests.helpers.azure_fakes import azure_settings
+from tests.helpers.ci_checkout import actions_checkout, agent_checkout
 from tests.helpers.project import PROJECT_ROOT, git
 
 AZURE_CD = PROJECT_ROOT / ".azure-pipelines" / "cd.yml"
@@ -76,39 +77,17 @@ def git_scripts(steps, key):
     return scripts
 
 
-def promote_commits_and_pushes(workspace, remote):
-    """What promote does in gitops mode: commit the desired state, push it upstream."""
+def commit_desired_state(workspace):
+    """What promote does in gitops mode before pushing: commit the desired state; return
+    the AKS target that pushes it."""
     settings = azure_settings(load_settings(workspace / "mlops.toml", environ={}),
                               production={"kind": "aks", "mode": "gitops"})
     state = desired_state.read(settings, "production")
     path = desired_state.write(settings, "production", desired_state.DesiredState(
         model_version="7", image=state.image.rpartition(":")[0] + ":7-abc",
         image_digest="sha256:" + "7" * 64))
-    commit = desired_state.commit(settings, path, "Promote version 7")
-    target = aks.AksTarget("production", settings, environ={})
-    return commit, target
-
-
-def agent_checkout(remote, workspace):
-    """What an Azure Pipelines agent does for `checkout: self` (shallow fetch depth 1,
-    the default): one commit fetched by id, checked out detached."""
-    sha = git(remote, "rev-parse", "main")
-    workspace.mkdir()
-    git(workspace, "init", "--quiet")
-    git(workspace, "remote", "add", "origin", f"file://{remote}")
-    git(workspace, "fetch", "--quiet", "--force", "--tags", "--prune", "--depth=1", "origin",
-        f"+{sha}:refs/remotes/origin/{sha}")
-    git(workspace, "checkout", "--quiet", "--force", f"refs/remotes/origin/{sha}")
-
-
-def actions_checkout(remote, workspace):
-    """What actions/checkout does for `ref: main` with the default fetch-depth 1."""
-    workspace.mkdir()
-    git(workspace, "init", "--quiet")
-    git(workspace, "remote", "add", "origin", f"file://{remote}")
-    git(workspace, "fetch", "--quiet", "--no-tags", "--prune", "--depth=1", "origin",
-        "+refs/heads/main*:refs/remotes/origin/main*")
-    git(workspace, "checkout", "--quiet", "--force", "-B", "main", "refs/remotes/origin/main")
+    desired_state.commit(settings, path, "Promote version 7")
+    return aks.AksTarget("production", settings, environ={})
 
 
 @pytest.mark.parametrize("platform", ["azure", "github"])
@@ -126,7 +105,7 @@ def test_production_job_git_lets_promote_push_on_top_of_a_moved_main(
         bash(script, workspace)
     someone_pushes(remote, tmp_path, "during-promote")
 
-    _, target = promote_commits_and_pushes(workspace, remote)
+    target = commit_desired_state(workspace)
     pushed = target.push_desired_state()
 
     log = git(remote, "log", "--format=%s", "main").splitlines()
@@ -143,7 +122,7 @@ def test_a_detached_agent_checkout_without_the_fix_has_no_upstream(remote, tmp_p
     workspace = tmp_path / "agent"
     agent_checkout(remote, workspace)
     bash("git fetch --quiet origin main && git checkout --quiet -B main FETCH_HEAD", workspace)
-    _, target = promote_commits_and_pushes(workspace, remote)
+    target = commit_desired_state(workspace)
     with pytest.raises(aks.MlopsError, match="no upstream") as raised:
         target.push_desired_state()
     assert "--track origin/main" in raised.value.fix
