@@ -21,7 +21,8 @@ param aksTier = 'Free'
 
 // GitOps: the HTTPS URL of this repository turns on Flux for production,
 // e.g. 'https://github.com/<owner>/{{ cookiecutter.project_slug }}'. For a private repository
-// export FLUX_GIT_TOKEN (a read-only token) before deploying.
+// export FLUX_GIT_TOKEN (a read-only token) before deploying. Then set
+// [production] mode = "gitops" in mlops.toml (docs/ci-cd.md, GitOps).
 param gitRepositoryUrl = ''
 param gitBranch = 'main'
 param gitHttpsToken = readEnvironmentVariable('FLUX_GIT_TOKEN', '')

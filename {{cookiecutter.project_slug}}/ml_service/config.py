@@ -93,6 +93,9 @@ class ProductionSettings(TargetSettings):
     mode: str
     cluster: str
     sync_timeout: float
+    # How promote moves a release: "commit" (to main, after an environment approval)
+    # or "pr" (a pull request whose merge is the approval).
+    promotion: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +157,7 @@ CONSTRAINTS = {
                                "3-63 lowercase letters, digits and hyphens"),
     ("production", "mode"): (lambda v: v in ("gitops", "push"), "'gitops' or 'push'"),
     ("production", "sync_timeout"): (lambda v: v > 0, "positive"),
+    ("production", "promotion"): (lambda v: v in ("commit", "pr"), "'commit' or 'pr'"),
     ("serving", "workers"): (lambda v: 1 <= v <= 32, "between 1 and 32"),
     ("serving", "max_batch_size"): (lambda v: v >= 1, "at least 1"),
     ("serving", "startup_timeout"): (lambda v: v > 0, "positive"),

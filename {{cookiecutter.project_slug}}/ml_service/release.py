@@ -56,6 +56,10 @@ class Target(Protocol):
     def request_headers(self) -> dict:
         """Headers a scoring request needs: `key_headers(scoring_key(...))`."""
 
+    def check_ready(self) -> None:
+        """Raise MlopsError if a desired-state commit could not reach the target (e.g. no
+        Flux following this repository); called before anything is committed."""
+
     def stop(self) -> None:
         """Remove the deployment (local: stop the process)."""
 

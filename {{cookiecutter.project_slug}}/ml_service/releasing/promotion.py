@@ -24,7 +24,9 @@ from ml_service.targets import get_target
 
 
 def commit_production(settings, release, message):
-    """Write `release` as production's desired state and commit it; return the commit."""
+    """Write `release` as production's desired state and commit it; return the commit.
+    Refused before anything is written if the commit could not reach production."""
+    get_target("production", settings).check_ready()
     return commit_desired_state(settings, "production", release, message)
 
 
@@ -95,6 +97,8 @@ def promote(settings, approved, model_version=None):
     if previous.is_set and registry.same_version(previous.model_version, version):
         return already_in_production(settings, client, version)
     release = registry.release_for(client, settings, version)
+    if settings.production.promotion == "pr":
+        return propose_by_pull_request(settings, client, release, previous)
     commit = commit_production(settings, release,
                                f"Promote {settings.model.name} version {version} to production")
     if previous.is_set:
@@ -120,6 +124,28 @@ def promote(settings, approved, model_version=None):
                    {"model_version": version, "scoring_uri": deployment.scoring_uri,
                     "gitops_commit": commit})
     return deployment
+
+
+def propose_by_pull_request(settings, client, release, previous):
+    """promotion = "pr": open the pull request whose merge promotes `release`; production
+    is not touched until then. Returns None (nothing deployed yet)."""
+    from ml_service.releasing import pull_request
+
+    get_target("production", settings).check_ready()
+    tags = registry.model_version(client, settings, release.model_version).tags
+    run_id = tags.get("run_id")
+    evidence = {
+        "metrics": client.get_run(run_id).data.metrics if run_id else {},
+        "gate_reason": tags.get("gate_reason", ""),
+        "staging_smoke_test": tags.get(registry.smoke_tag("staging")),
+        "production_version": previous.model_version,
+    }
+    url, commit = pull_request.propose(settings, release, evidence)
+    report.publish("promote", f"pull request to promote {settings.model.name} version "
+                   f"{release.model_version}: {url}; merging it is the approval",
+                   {"model_version": release.model_version, "pull_request": url,
+                    "gitops_commit": commit})
+    return None
 
 
 def rollback(settings):

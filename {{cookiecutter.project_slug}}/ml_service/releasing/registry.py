@@ -36,8 +36,12 @@ def smoke_tag(target_name):
 
 
 def same_version(first, second):
-    """Model versions compared as versions: "9" and 9 are the same version."""
-    return int(str(first)) == int(str(second))
+    """Model versions compared as versions: "9" and 9 are the same version (text that
+    is not a number, such as a dry run's placeholder, is compared as text)."""
+    first, second = str(first).strip(), str(second).strip()
+    if first.isdigit() and second.isdigit():
+        return int(first) == int(second)
+    return first == second
 
 
 def mirror_alias(client, settings, target_name, version):

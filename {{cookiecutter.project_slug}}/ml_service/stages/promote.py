@@ -6,7 +6,7 @@ HELP = "promote the staging release to production (needs --approve)"
 def add_arguments(parser):
     parser.add_argument("--approve", action="store_true",
                         help="the release approval; CI passes it only in the approved job")
-    parser.add_argument("--model-version", type=int, metavar="N",
+    parser.add_argument("--model-version", metavar="N",
                         help="refuse unless N is the version staging's committed desired "
                              "state names and its staging smoke test passed (CD passes the "
                              "version it deployed to staging)")

@@ -146,6 +146,9 @@ class AciTarget:
     def _key(self):
         return scoring_key(self.name, self.environ, required=True)
 
+    def check_ready(self):
+        """Deploying needs no setup beyond what deploy itself checks."""
+
     def request_headers(self):
         return key_headers(scoring_key(self.name, self.environ))
 

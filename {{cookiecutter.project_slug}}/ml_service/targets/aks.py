@@ -47,6 +47,8 @@ KEY_SECRET = "scoring-key"  # pragma: allowlist secret
 KEY_ENTRY = "SCORING_KEY"
 MODES = ("push", "gitops")
 POLL_SECONDS = 10
+FLUX_KUSTOMIZATION = "kustomizations.kustomize.toolkit.fluxcd.io"
+FLUX_GIT_REPOSITORY = "gitrepositories.source.toolkit.fluxcd.io"
 
 
 def find_tool(name):
@@ -78,6 +80,18 @@ def _explain(command, stderr):
     else:
         fix = "Run the command yourself to see the whole output."
     return MlopsError(f"`{shown}` failed: {text}", fix)
+
+
+def _repository_key(url):
+    """host/path of a git URL, so https://user@host/p.git, https://host/p and
+    git@host:p name the same repository."""
+    url = url.strip().rstrip("/").removesuffix(".git")
+    if "://" in url:
+        url = url.split("://", 1)[1]
+    elif ":" in url:  # scp-like ssh: git@host:owner/repo
+        url = url.replace(":", "/", 1)
+    host, _, path = url.rpartition("@")[2].partition("/")
+    return f"{host.split(':')[0].lower()}/{path}"
 
 
 class AksTarget:
@@ -297,21 +311,77 @@ class AksTarget:
             "logs; the overlay still holds the failed version until promote or rollback "
             "rewrites it.")
 
-    def _ensure_pushed(self):
+    def _upstream(self):
+        """(remote, branch) the current branch pushes to: where Flux must read from."""
+        upstream = self._git("rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}",
+                             check=False)
+        if upstream.returncode != 0:
+            raise MlopsError("The current branch has no upstream, so Flux cannot get the "
+                             "commit.",
+                             "Check out the branch Flux follows (environment_setup's "
+                             "gitBranch, main by default) tracking the remote: `git checkout "
+                             "-B main --track origin/main` (after `git fetch origin main`).")
+        remote, _, branch = upstream.stdout.strip().partition("/")
+        return remote, branch
+
+    def _flux_object(self, kind, name):
+        result = self.kubectl("get", f"{kind}/{name}", "--namespace", "flux-system",
+                              "--output", "json", check=False, namespaced=False)
+        if result.returncode != 0:
+            if "notfound" in result.stderr.replace(" ", "").lower():
+                return None
+            raise _explain(self.kubectl_command("get", f"{kind}/{name}", namespaced=False),
+                           result.stderr)
+        return json.loads(result.stdout)
+
+    def check_ready(self):
+        """Before a promotion or rollback commits anything (gitops mode): the branch has
+        an upstream, and Flux on the cluster follows that repository, that branch and
+        this overlay. Otherwise the commit would never reach production: refuse, with
+        what to set up. An unreachable cluster is refused the same way."""
+        if self.options.mode != "gitops":
+            return
+        remote, branch = self._upstream()
+        url = self._git("remote", "get-url", remote).stdout.strip()
+        overlay = self.overlay.relative_to(self.root).as_posix()
+        name = self.flux_kustomization()
+        setup = ("Set gitRepositoryUrl (and gitBranch) in environment_setup/main.bicepparam "
+                 "and deploy environment_setup again, which creates the Flux configuration "
+                 "(private repository: docs/ci-cd.md, Flux credentials); or set [production] "
+                 "mode = \"push\" in mlops.toml to apply the overlay with kubectl. Nothing "
+                 "was committed.")
+        kustomization = self._flux_object(FLUX_KUSTOMIZATION, name)
+        if kustomization is None:
+            raise MlopsError(f"Cluster {self.options.cluster} has no Flux Kustomization "
+                             f"flux-system/{name}: a commit of the desired state would never "
+                             "reach production.", setup)
+        spec = kustomization.get("spec", {})
+        path = spec.get("path", "").strip().removeprefix("./").strip("/")
+        if path != overlay:
+            raise MlopsError(f"Flux Kustomization flux-system/{name} applies {path!r}, not "
+                             f"{overlay!r}.", setup)
+        source = spec.get("sourceRef", {}).get("name", "")
+        repository = self._flux_object(FLUX_GIT_REPOSITORY, source)
+        if repository is None:
+            raise MlopsError(f"Flux Kustomization flux-system/{name} reads GitRepository "
+                             f"{source!r}, which does not exist in flux-system.", setup)
+        followed = repository.get("spec", {})
+        followed_branch = followed.get("ref", {}).get("branch", "")
+        if _repository_key(followed.get("url", "")) != _repository_key(url) or (
+                followed_branch != branch):
+            raise MlopsError(f"Flux follows {followed.get('url')} branch {followed_branch!r}, "
+                             f"but this checkout pushes to {url} branch {branch!r}.", setup)
+
+    def push_desired_state(self):
+        """Push the committed desired state to the upstream Flux reads (replaying it on
+        top if the branch moved); return the commit."""
         overlay = str(self.overlay.relative_to(self.root))
         if self._git("status", "--porcelain", "--", overlay).stdout.strip():
             raise MlopsError(f"The desired state in {overlay} has uncommitted changes, which "
                              "Flux cannot see.",
                              "Commit them (promote and rollback commit for you), then deploy "
                              "again.")
-        upstream = self._git("rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}",
-                             check=False)
-        if upstream.returncode != 0:
-            raise MlopsError("The current branch has no upstream, so Flux cannot get the "
-                             "commit.",
-                             "Push the branch Flux follows (environment_setup's gitBranch, "
-                             "main by default) with `git push -u origin main`.")
-        remote, _, branch = upstream.stdout.strip().partition("/")
+        remote, branch = self._upstream()
         self._git("fetch", "--quiet", remote, branch)
         if not self._git("merge-base", "--is-ancestor", "HEAD", "@{u}",
                          check=False).returncode:
@@ -332,9 +402,9 @@ class AksTarget:
         raise _explain(["git", "push", remote, f"HEAD:{branch}"], pushed.stderr)
 
     def _flux_status(self):
-        result = self.kubectl("get", f"kustomizations.kustomize.toolkit.fluxcd.io/"
-                              f"{self.flux_kustomization()}", "--namespace", "flux-system",
-                              "--output", "json", check=False, namespaced=False)
+        result = self.kubectl("get", f"{FLUX_KUSTOMIZATION}/{self.flux_kustomization()}",
+                              "--namespace", "flux-system", "--output", "json", check=False,
+                              namespaced=False)
         if result.returncode != 0:
             return "the Flux Kustomization could not be read"
         conditions = json.loads(result.stdout).get("status", {}).get("conditions", [])
@@ -344,7 +414,7 @@ class AksTarget:
         return f"Flux Ready={ready.get('status')}: {ready.get('message', '')}"
 
     def _deploy_gitops(self, release):
-        commit = self._ensure_pushed()
+        commit = self.push_desired_state()
         deadline = self.clock() + self.options.sync_timeout
         deployment = None
         while self.clock() < deadline:

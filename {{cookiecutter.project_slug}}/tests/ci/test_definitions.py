@@ -317,8 +317,14 @@ def test_github_permissions_are_least_privilege():
                 f"{where}: id-token: write exactly when the job signs in to Azure")
             assert (granted.get("contents") == "write") == pushes, (
                 f"{where}: contents: write exactly when the job pushes a commit")
+            promotes = any(re.search(r"\bml_service promote\b", step.get("run", ""))
+                           for step in steps)
+            assert (granted.get("pull-requests") == "write") == promotes, (
+                f"{where}: pull-requests: write exactly when the job may open the "
+                "promotion pull request")
             writes = {scope for scope, level in granted.items() if level == "write"}
-            assert writes <= {"id-token", "contents"}, f"{where}: unexpected write {writes}"
+            assert writes <= {"id-token", "contents", "pull-requests"}, (
+                f"{where}: unexpected write {writes}")
 
 
 @needs_github
@@ -341,7 +347,16 @@ def test_github_cd_follows_ci_and_gates_production():
     assert cd["on"]["workflow_run"]["workflows"] == [ci["name"]]
     assert cd["on"]["workflow_run"]["branches"] == ["main"]
     assert "model_version" in cd["on"]["workflow_dispatch"]["inputs"]
-    assert cd["concurrency"]["cancel-in-progress"] is False
+    # Concurrency only on the deploying jobs, which only a run with a model version
+    # reaches: a run carrying nothing can never cancel one waiting for approval.
+    assert "concurrency" not in cd
+    for job_id in ("staging", "production"):
+        job = cd["jobs"][job_id]
+        assert job["concurrency"]["cancel-in-progress"] is False
+        assert job["concurrency"]["group"].startswith(f"{job_id}-")
+        assert "needs.release.outputs.model_version != ''" in job["if"]
+    assert set(job_id for job_id, job in cd["jobs"].items() if "concurrency" in job) == {
+        "staging", "production"}
     assert ci["jobs"]["model"]["concurrency"]["cancel-in-progress"] is False
     environments = {}
     for job_id, job in cd["jobs"].items():
@@ -593,6 +608,7 @@ def test_azure_cd_follows_ci_and_gates_production():
     assert cd["trigger"] == "none" and cd["pr"] == "none"
     (ci_resource,) = cd["resources"]["pipelines"]
     assert ci_resource["source"] == f"{PROJECT_SLUG}-ci"
+    assert ci_resource["branch"] == "main"
     assert f"`{PROJECT_SLUG}-ci`" in (PIPELINES / "ci.yml").read_text()
     deployments = {job["deployment"]: job["environment"]
                    for stage in cd["stages"] for job in stage["jobs"] if "deployment" in job}

@@ -212,14 +212,14 @@ def workspace(tmp_path, migrated_database):
     return copy, temp
 
 
-def load_workflow():
+def load_workflow(path=WORKFLOW):
     class Loader(yaml.SafeLoader):
         pass
     # YAML 1.2 booleans: the `on:` key stays a string.
     Loader.yaml_implicit_resolvers = {
         first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-    return yaml.load(WORKFLOW.read_text(), Loader=Loader)
+    return yaml.load(path.read_text(), Loader=Loader)
 
 
 def play(workspace, **extra_env):

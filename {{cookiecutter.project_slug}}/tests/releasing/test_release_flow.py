@@ -28,6 +28,7 @@ from ml_service.releasing.promotion import promote, rollback
 from ml_service.releasing.smoke import score, smoke_test
 from ml_service.targets import get_target, stop
 from tests.conftest import cli_env
+from tests.helpers.hosting_api import github_env, recording_api
 from tests.helpers.project import copy_project, free_port, git
 
 pytestmark = pytest.mark.slow
@@ -270,3 +271,34 @@ def test_promote_and_rollback_plans_read_the_local_registry_and_change_nothing(
     assert git(root, "rev-parse", "HEAD") == head
     assert desired_state.read(settings, "production").model_version == "1"
     assert get_target("production", settings).status().model_version == "1"
+
+
+def test_promotion_by_pull_request_leaves_production_to_the_merge(
+        release_project, tmp_path, monkeypatch):
+    """promotion = "pr": promote pushes a branch and opens the pull request (GitHub's API
+    replaced by a local server); main, the overlay and production stay as they were."""
+    root, _ = release_project
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch", "main", str(remote))
+    settings = settings_for(release_project, MLOPS_PRODUCTION_PROMOTION="pr")
+    deploy(settings, "staging", "2")  # commits the staging overlay
+    smoke_test(settings, "staging")
+    # As CD's staging job does: main holds staging's record before promote runs.
+    git(root, "branch", "-M", "main")
+    git(root, "remote", "add", "origin", str(remote))
+    git(root, "push", "--quiet", "-u", "origin", "main")
+    head = git(root, "rev-parse", "HEAD")
+    with recording_api() as api:
+        for name, value in github_env(api).items():
+            monkeypatch.setenv(name, value)
+        assert promote(settings, approved=True) is None
+    (request,) = api.requests
+    body = request["body"]["body"]
+    assert "| model version | 2 |" in body and "| staging smoke test | passed |" in body
+    assert "| metrics (held-out data) | " in body and "rmse" in body
+    assert "| production now | version none |" in body
+    assert git(remote, "diff", "--name-only", "main", request["body"]["head"]) == (
+        "deploy/overlays/production/kustomization.yaml")
+    assert git(root, "rev-parse", "HEAD") == head == git(remote, "rev-parse", "main")
+    assert desired_state.read(settings, "production").model_version == "none"
+    assert get_target("production", settings).status() is None

@@ -17,9 +17,10 @@ import yaml
 from ml_service import desired_state
 from ml_service.errors import MlopsError
 from ml_service.release import Release
+from ml_service.releasing import promotion
 from ml_service.targets import aks
 from tests.helpers.azure_fakes import azure_settings
-from tests.helpers.project import git
+from tests.helpers.project import free_port, git
 
 LB_IP = "20.50.60.70"
 KEY = "production-key-for-aks-tests"
@@ -55,6 +56,10 @@ class FakeCluster:
         self.service_type = "LoadBalancer"
         self.secret = None
         self.stdin = []
+        # Flux objects in flux-system by kind; absent: NotFound (no Flux configuration).
+        self.flux = {"kustomizations": {"status": {"conditions": [{
+            "type": "Ready", "status": "False",
+            "message": "kustomize build failed: image not found"}]}}}
 
     def render(self, overlay):
         result = subprocess.run([self.kubectl, "kustomize", str(overlay)], check=True,
@@ -134,10 +139,11 @@ class FakeCluster:
         if args[:2] == ["rollout", "undo"]:
             self.undo()
             return 0, "deployment.apps/scoring rolled back\n", ""
-        if args[0] == "get" and args[1].startswith("kustomizations"):
-            return 0, json.dumps({"status": {"conditions": [{
-                "type": "Ready", "status": "False",
-                "message": "kustomize build failed: image not found"}]}}), ""
+        if args[0] == "get" and args[1].split(".")[0] in ("kustomizations", "gitrepositories"):
+            found = self.flux.get(args[1].split(".")[0])
+            if found is None:
+                return 1, "", f'Error from server (NotFound): {args[1]} not found'
+            return 0, json.dumps(found), ""
         raise AssertionError(f"unexpected command {command}")
 
 
@@ -433,3 +439,87 @@ def test_deploy_without_a_key_changes_nothing(project, settings, cluster):
         target(settings, cluster, environ={}).deploy(rel)
     assert "openssl rand -hex 32" in raised.value.fix
     assert cluster.commands == []
+
+
+# -- before promote commits: does Flux follow this repository? ---------------------------
+
+def flux_follows(cluster, settings, url, branch="main", path="./deploy/overlays/production"):
+    """Give the cluster the Flux configuration environment_setup creates."""
+    source = yaml.safe_load((settings.project_root / "deploy" / "flux" / "production.yaml")
+                            .read_text())["spec"]["sourceRef"]["name"]
+    cluster.flux["kustomizations"]["spec"] = {"path": path, "sourceRef": {
+        "kind": "GitRepository", "name": source}}
+    cluster.flux["gitrepositories"] = {"spec": {"url": url, "ref": {"branch": branch}}}
+
+
+def test_check_ready_passes_when_flux_follows_this_branch_and_overlay(
+        project, settings, cluster, repository):
+    settings = production(settings, "gitops")
+    flux_follows(cluster, settings, f"file://{repository}")
+    target(settings, cluster).check_ready()
+    asked = [c[c.index("get") + 1] for c in cluster.commands if "get" in c]
+    assert asked == [f"{aks.FLUX_KUSTOMIZATION}/{settings.model.experiment}-production",
+                     f"{aks.FLUX_GIT_REPOSITORY}/{settings.model.experiment}"]
+
+
+def test_check_ready_refuses_a_cluster_without_flux_configuration(
+        project, settings, cluster, repository):
+    settings = production(settings, "gitops")
+    del cluster.flux["kustomizations"]
+    with pytest.raises(MlopsError, match="has no Flux Kustomization") as raised:
+        target(settings, cluster).check_ready()
+    assert "gitRepositoryUrl" in raised.value.fix and 'mode = "push"' in raised.value.fix
+    assert "Nothing was committed" in raised.value.fix
+
+
+@pytest.mark.parametrize("url, branch, path, expected", [
+    ("https://github.com/someone/else", "main", "./deploy/overlays/production",
+     "Flux follows https://github.com/someone/else branch 'main'"),
+    (None, "release", "./deploy/overlays/production", "branch 'release'"),
+    (None, "main", "./deploy/overlays/staging", "applies 'deploy/overlays/staging'"),
+])
+def test_check_ready_refuses_flux_following_something_else(
+        project, settings, cluster, repository, url, branch, path, expected):
+    settings = production(settings, "gitops")
+    flux_follows(cluster, settings, url or f"file://{repository}", branch, path)
+    with pytest.raises(MlopsError, match="Flux") as raised:
+        target(settings, cluster).check_ready()
+    assert expected in raised.value.what
+
+
+def test_check_ready_in_push_mode_asks_nothing(project, settings, cluster):
+    target(production(settings, "push"), cluster).check_ready()
+    assert cluster.commands == []
+
+
+def test_repository_urls_of_one_repository_compare_equal():
+    same = ["https://github.com/Owner/repo", "https://x-access-token@github.com/Owner/repo.git",
+            "git@github.com:Owner/repo.git", "ssh://git@github.com:22/Owner/repo/"]
+    assert len({aks._repository_key(url) for url in same}) == 1
+    assert aks._repository_key("https://github.com/Owner/other") != aks._repository_key(
+        same[0])
+
+
+def test_promotion_with_no_cluster_reachable_changes_nothing_in_git(
+        project, settings, repository, tmp_path, monkeypatch, kubectl):
+    """commit_production (promote's and rollback's commit) with gitops on a cluster that
+    does not answer: real kubectl against a closed port, refused before any write."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "dead",
+        "clusters": [{"name": "dead", "cluster": {
+            "server": f"https://127.0.0.1:{free_port()}", "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"token": "unused"}}],
+        "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "u"}}]}))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    settings = production(settings, "gitops")
+    overlay = desired_state.overlay_file(settings, "production")
+    before = (overlay.read_text(), git(project, "rev-parse", "HEAD"),
+              git(repository, "rev-parse", "main"))
+    with pytest.raises(MlopsError) as raised:
+        promotion.commit_production(settings, release("3"), "Promote version 3")
+    assert "127.0.0.1" in raised.value.what or "refused" in raised.value.what
+    assert "cannot be reached" in raised.value.fix
+    assert (overlay.read_text(), git(project, "rev-parse", "HEAD"),
+            git(repository, "rev-parse", "main")) == before
+    assert git(project, "status", "--porcelain") == ""
