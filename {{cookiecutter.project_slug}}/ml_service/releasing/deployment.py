@@ -11,6 +11,7 @@ from ml_service import desired_state, report, tracking
 from ml_service.config import TARGET_NAMES
 from ml_service.errors import MlopsError
 from ml_service.releasing import registry, smoke
+from ml_service.releasing.lock import environment_lock
 from ml_service.targets import get_target
 
 
@@ -35,10 +36,12 @@ def deploy(settings, target_name, version=None, dry_run=False):
         release = registry.release_for(client, settings, version or state.model_version)
         print(get_target(target_name, settings).plan(release))
         return None
-    if version is not None:
-        release = registry.release_for(client, settings, version)
-        desired_state.write(settings, target_name, desired_state.DesiredState.of_release(release))
-    deployment = reconcile(settings, client, target_name)
+    with environment_lock(settings, target_name, "deploy"):
+        if version is not None:
+            release = registry.release_for(client, settings, version)
+            desired_state.write(settings, target_name,
+                                desired_state.DesiredState.of_release(release))
+        deployment = reconcile(settings, client, target_name)
     report.publish("deploy", f"{target_name} serves {settings.model.name} version "
                    f"{deployment.model_version} at {deployment.scoring_uri}",
                    {"scoring_uri": deployment.scoring_uri,

@@ -17,6 +17,7 @@ from ml_service import desired_state, report, tracking
 from ml_service.errors import MlopsError
 from ml_service.releasing import registry
 from ml_service.releasing.deployment import reconcile
+from ml_service.releasing.lock import locked
 from ml_service.releasing.smoke import smoke_test
 
 PREVIOUS_TAG = "previous_production"
@@ -36,6 +37,7 @@ def restore_production(settings, client, version, message):
     return version
 
 
+@locked("production", "promote")
 def promote(settings, approved):
     if not approved:
         raise MlopsError("Promotion to production needs an explicit approval; production "
@@ -85,6 +87,7 @@ def promote(settings, approved):
     return deployment
 
 
+@locked("production", "rollback")
 def rollback(settings):
     """Return production to the version it ran before the current one; return that version."""
     client, _ = tracking.connect(settings)

@@ -149,7 +149,7 @@ def test_dead_server_is_noticed(release_project):
     with pytest.raises(MlopsError, match="Nothing is deployed to staging"):
         smoke_test(settings, "staging")
     deploy(settings, "staging", "1")
-    pid = json.loads((root / ".mlops" / "staging.json").read_text())["pid"]
+    pid = json.loads((root / ".mlops" / "staging.json").read_text())["servers"][0]["pid"]
     os.killpg(pid, signal.SIGKILL)  # the server and its workers die without notice
     os.waitpid(pid, 0)  # deploy ran in this process, so the dead server is ours to reap
     with pytest.raises(MlopsError, match="not running any more"):
