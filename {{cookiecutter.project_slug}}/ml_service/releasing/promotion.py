@@ -13,7 +13,7 @@ reconciles production and moves the `production` alias.
 """
 from mlflow.exceptions import MlflowException
 
-from ml_service import desired_state, report, tracking
+from ml_service import desired_state, git, report, tracking
 from ml_service.errors import MlopsError
 from ml_service.releasing import registry
 from ml_service.releasing.deployment import reconcile
@@ -25,6 +25,8 @@ PREVIOUS_TAG = "previous_production"
 
 def commit_production(settings, release, message):
     """Write `release` as production's desired state and commit it; return the commit."""
+    git.check_can_commit(settings.project_root, desired_state.overlay_file(
+        settings, "production").parent)
     state = desired_state.DesiredState.of_release(release)
     path = desired_state.write(settings, "production", state)
     return desired_state.commit(settings, path, message)
