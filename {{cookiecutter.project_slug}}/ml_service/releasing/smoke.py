@@ -5,6 +5,7 @@ and a latency bound. The result is recorded on the model version as the tag
 smoke_test.<target>, which promote requires for staging.
 """
 import json
+import math
 import time
 import urllib.error
 import urllib.request
@@ -12,6 +13,7 @@ import urllib.request
 from ml_service import http_client, report, tracking
 from ml_service.errors import MlopsError
 from ml_service.targets import get_target
+from training.lineage import SAMPLE_PREDICTIONS_TAG
 
 SAMPLE_REQUEST = "scoring/sample-request.json"
 
@@ -36,8 +38,9 @@ def score(deployment, headers, payload, timeout=30):
         return status, body.decode(errors="replace"), elapsed
 
 
-def failures(deployment, headers, payload, max_latency_ms):
-    """Everything wrong with the deployment's answers to `payload` (empty if none)."""
+def failures(deployment, headers, payload, max_latency_ms, known_answers=None):
+    """Everything wrong with the deployment's answers to `payload` (empty if none);
+    `known_answers` are the predictions the version gave at registration."""
     rows = len(payload["data"])
     score(deployment, headers, payload)  # first request warms the worker up
     status, body, seconds = score(deployment, headers, payload)
@@ -50,9 +53,22 @@ def failures(deployment, headers, payload, max_latency_ms):
     if str(body.get("model_version")) != deployment.model_version:
         found.append(f"serves model version {body.get('model_version')}, "
                      f"expected {deployment.model_version}")
+    if known_answers is not None and not found and not all(
+            math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-6)
+            for got, want in zip(predictions, known_answers)):
+        found.append(f"predictions {predictions} differ from the version's known answers "
+                     f"{known_answers} (recorded at registration): another model answers")
     if seconds * 1000 > max_latency_ms:
         found.append(f"latency {seconds * 1000:.0f} ms exceeds the bound {max_latency_ms} ms")
     return found
+
+
+def _known_answers(client, settings, version):
+    """The version's predictions for the sample request recorded at registration, or
+    None for a version registered before they were recorded."""
+    recorded = client.get_model_version(settings.model.name, version).tags.get(
+        SAMPLE_PREDICTIONS_TAG)
+    return json.loads(recorded) if recorded else None
 
 
 def smoke_test(settings, target_name):
@@ -68,7 +84,8 @@ def smoke_test(settings, target_name):
     else:
         payload = json.loads((settings.project_root / SAMPLE_REQUEST).read_text())
         found = failures(deployment, target.request_headers(), payload,
-                         settings.target_settings(target_name).smoke_max_latency_ms)
+                         settings.target_settings(target_name).smoke_max_latency_ms,
+                         _known_answers(client, settings, deployment.model_version))
     client.set_model_version_tag(settings.model.name, deployment.model_version,
                                  f"smoke_test.{target_name}", "failed" if found else "passed")
     if found:

@@ -14,6 +14,7 @@ import signal
 import socket
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from ml_service import desired_state
 from ml_service.backends.local import LocalBackend
@@ -25,6 +26,7 @@ from ml_service.releasing.promotion import promote, rollback
 from ml_service.releasing.smoke import smoke_test
 from ml_service.targets import get_target, stop
 from tests.helpers.project import copy_project, free_port, git
+from training.lineage import SAMPLE_PREDICTIONS_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -164,3 +166,16 @@ def test_port_in_use_is_refused(release_project):
         settings = settings_for(release_project, MLOPS_STAGING_PORT=str(port))
         with pytest.raises(MlopsError, match=f"Port {port} for staging is already in use"):
             deploy(settings, "staging", "1")
+
+
+def test_smoke_test_checks_the_known_answers_of_the_version(release_project):
+    settings = settings_for(release_project)
+    client = MlflowClient(settings.tracking.uri, settings.tracking.uri)
+    deploy(settings, "staging", "2")
+    smoke_test(settings, "staging")
+    # Version 2's recorded answers are version 1's: the served model is not the one
+    # registered as version 2, as when a wrong model or another server answers.
+    known = client.get_model_version(settings.model.name, "1").tags[SAMPLE_PREDICTIONS_TAG]
+    client.set_model_version_tag(settings.model.name, "2", SAMPLE_PREDICTIONS_TAG, known)
+    with pytest.raises(MlopsError, match="differ from the version's known answers"):
+        smoke_test(settings, "staging")
