@@ -80,7 +80,9 @@ def check_can_commit(root, folder):
                          "would be on no branch.",
                          "Check out the branch the deployments are recorded on "
                          "(`git switch main`) and run again.")
-    changes = run(root, "status", "--porcelain", "--", str(folder), check=True).stdout
+    # Untracked files are not edits: a new checkout commits its overlay the first time.
+    changes = run(root, "status", "--porcelain", "--untracked-files=no", "--", str(folder),
+                  check=True).stdout
     if changes.strip():
         raise MlopsError(f"{folder} has uncommitted changes, which would go into the "
                          f"deployment commit: {' '.join(changes.split())}",
