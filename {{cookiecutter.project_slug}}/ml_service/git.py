@@ -61,3 +61,29 @@ def commit_file(root, path, message):
     if run(root, "diff", "--cached", "--quiet", "--", str(path)).returncode != 0:
         run(root, *identity, "commit", "--quiet", "-m", message, "--", str(path), check=True)
     return head(root)
+
+
+def check_can_commit(root, folder):
+    """Refuse, before anything is written, what would make a commit of `folder` wrong:
+    uncommitted changes in it (they would go into the commit), a detached HEAD (the
+    commit would be on no branch) or another git command's index.lock."""
+    if not is_checkout(root):
+        return
+    lock = root / run(root, "rev-parse", "--git-path", "index.lock", check=True).stdout.strip()
+    if lock.exists():
+        raise MlopsError(f"git cannot commit in {root}: {lock} exists (another git command "
+                         "is running, or one was killed).",
+                         f"Wait for it to finish; if no git command runs, delete {lock}.")
+    branch = run(root, "symbolic-ref", "--quiet", "HEAD")
+    if branch.returncode != 0:
+        raise MlopsError(f"{root} is on a detached HEAD ({head(root)[:12]}): a commit "
+                         "would be on no branch.",
+                         "Check out the branch the deployments are recorded on "
+                         "(`git switch main`) and run again.")
+    # Untracked files are not edits: a new checkout commits its overlay the first time.
+    changes = run(root, "status", "--porcelain", "--untracked-files=no", "--", str(folder),
+                  check=True).stdout
+    if changes.strip():
+        raise MlopsError(f"{folder} has uncommitted changes, which would go into the "
+                         f"deployment commit: {' '.join(changes.split())}",
+                         f"Commit or discard them first (`git -C {root} diff -- {folder}`).")

@@ -7,6 +7,7 @@ through the lineage run's tags, which are the single record of the execution.
 """
 import contextlib
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from ml_service import desired_state
+from ml_service.config import TARGET_NAMES
 from ml_service.errors import MlopsError
 
 log = logging.getLogger(__name__)
@@ -41,7 +44,7 @@ def connect(settings):
         from ml_service.azure.workspace import ml_client, tracking_uri
         uri, local = tracking_uri(ml_client(settings)), False
     if local:
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        _check_local_store(settings, Path(uri[len("sqlite:///"):]))
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     name = settings.model.experiment
@@ -66,6 +69,33 @@ def connect(settings):
         ) from error
     mlflow.set_experiment(experiment_id=experiment_id)
     return client, experiment_id
+
+
+def _check_local_store(settings, database):
+    """Refuse a local store that cannot work: a missing one while git's desired state
+    deploys versions from it (a new, empty store would number versions from 1 again,
+    clashing with that history), or a read-only one (it fails at the first write)."""
+    if not database.exists():
+        deployed = {target: desired_state.read(settings, target).model_version
+                    for target in TARGET_NAMES}
+        deployed = {target: version for target, version in deployed.items()
+                    if version != desired_state.UNSET_VERSION}
+        if deployed:
+            raise MlopsError(
+                f"The MLflow store {database} does not exist, but the desired state in git "
+                "deploys versions registered in it ("
+                + ", ".join(f"{target}: version {version}" for target, version in deployed.items())
+                + "); a new empty store would number versions from 1 again.",
+                f"Restore {database} (or point [tracking] uri / MLFLOW_TRACKING_URI at the "
+                "store), or, to start over on purpose, set MODEL_VERSION to none in "
+                "deploy/overlays/*/kustomization.yaml and commit that.")
+        database.parent.mkdir(parents=True, exist_ok=True)
+    elif not (os.access(database, os.W_OK) and os.access(database.parent, os.W_OK)):
+        raise MlopsError(
+            f"The MLflow store {database} is read-only (SQLite needs the file and its folder "
+            "writable).",
+            f"Make them writable (`chmod u+w {database} {database.parent}`) or point "
+            "[tracking] uri / MLFLOW_TRACKING_URI at a writable copy.")
 
 
 def start_lineage(client, experiment_id, run_name):

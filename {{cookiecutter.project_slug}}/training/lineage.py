@@ -4,9 +4,17 @@ The local stages (ml_service/backends/local.py) and the Azure ML steps (componen
 both save and register through here, so a version carries the same files and tags
 wherever it was trained.
 """
+import json
+from pathlib import Path
+
 import mlflow
+import mlflow.pyfunc
 import mlflow.sklearn
+import pandas as pd
 from mlflow.models import infer_signature
+
+# The version's answers to scoring/sample-request.json: the smoke test's known answers.
+SAMPLE_PREDICTIONS_TAG = "sample_predictions"
 
 
 def _model_files(model, x_train):
@@ -37,6 +45,16 @@ def version_tags(git_commit, pipeline_run_id, train_run_id, data_fingerprint, ga
         "gate_reason": gate_reason,
         **{name: str(value) for name, value in metrics.items()},
     }
+
+
+def sample_predictions(model_uri, sample_request):
+    """The model's predictions for the rows of `sample_request` (a file in the form of
+    scoring/sample-request.json, rows in signature order), as a JSON list."""
+    model = mlflow.pyfunc.load_model(model_uri)
+    rows = json.loads(Path(sample_request).read_text())["data"]
+    columns = model.metadata.get_input_schema().input_names()
+    return json.dumps([float(value) for value in
+                       model.predict(pd.DataFrame(rows, columns=columns, dtype=float))])
 
 
 def register(model_uri, model_name, tags):

@@ -131,6 +131,8 @@ class LocalBackend:
             train_run_id=train_run.info.run_id,
             data_fingerprint=tags[tracking.DATA_FINGERPRINT],
             gate_reason=tags[tracking.GATE_REASON], metrics=train_run.data.metrics)
+        version_tags[lineage.SAMPLE_PREDICTIONS_TAG] = lineage.sample_predictions(
+            tags[tracking.MODEL_URI], settings.project_root / "scoring" / "sample-request.json")
         with tracking.stage_run(lineage_id, "register"):
             version = lineage.register(tags[tracking.MODEL_URI], settings.model.name,
                                        version_tags)

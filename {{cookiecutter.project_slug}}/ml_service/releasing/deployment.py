@@ -8,15 +8,19 @@ and `commit_desired_state` are the steps promote and rollback share.
 """
 import json
 
-from ml_service import desired_state, report, tracking
+from ml_service import desired_state, git, report, tracking
 from ml_service.config import TARGET_NAMES
 from ml_service.errors import MlopsError
 from ml_service.releasing import registry, smoke
+from ml_service.releasing.lock import environment_lock
 from ml_service.targets import get_target
 
 
 def commit_desired_state(settings, target_name, release, message):
-    """Write `release` as the target's desired state and commit it; return the commit."""
+    """Write `release` as the target's desired state and commit it; return the commit.
+    Refused before anything is written if git would make the commit wrong."""
+    git.check_can_commit(settings.project_root,
+                         desired_state.overlay_file(settings, target_name).parent)
     path = desired_state.write(settings, target_name,
                                desired_state.DesiredState.of_release(release))
     return desired_state.commit(settings, path, message)
@@ -40,12 +44,13 @@ def deploy(settings, target_name, version=None):
     """Deploy `version` (or the desired state) to the target; return the Deployment.
     (--dry-run: ml_service/releasing/dry_run.py.)"""
     client, _ = tracking.connect(settings)
-    if version is not None:
-        release = registry.release_for(client, settings, version)
-        commit_desired_state(settings, target_name, release,
-                             f"Deploy {settings.model.name} version {release.model_version} "
-                             f"to {target_name}")
-    deployment = reconcile(settings, client, target_name)
+    with environment_lock(settings, target_name, "deploy"):
+        if version is not None:
+            release = registry.release_for(client, settings, version)
+            commit_desired_state(settings, target_name, release,
+                                 f"Deploy {settings.model.name} version "
+                                 f"{release.model_version} to {target_name}")
+        deployment = reconcile(settings, client, target_name)
     report.publish("deploy", f"{target_name} serves {settings.model.name} version "
                    f"{deployment.model_version} at {deployment.scoring_uri}",
                    {"scoring_uri": deployment.scoring_uri,

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 
 import mlflow
+import yaml
 
 from ml_service import report, tracking
 from ml_service.errors import MlopsError
@@ -28,6 +29,35 @@ def context_digest(folder):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return "sha256:" + digest.hexdigest()
+
+
+def model_problem(model_dir):
+    """What makes the MLflow model in `model_dir` unusable (None if nothing): no or an
+    empty MLmodel, or a missing or empty model file (a partial download)."""
+    mlmodel = model_dir / "MLmodel"
+    if not mlmodel.is_file() or mlmodel.stat().st_size == 0:
+        return f"no MLmodel file in {model_dir}" if not mlmodel.is_file() else "MLmodel is empty"
+    try:
+        model_path = yaml.safe_load(mlmodel.read_text())["flavors"]["python_function"][
+            "model_path"]
+    except (yaml.YAMLError, KeyError, TypeError):
+        return "MLmodel names no python_function model_path"
+    model_file = model_dir / model_path
+    files = [model_file] if model_file.is_file() else list(model_file.rglob("*"))
+    if not any(path.is_file() and path.stat().st_size > 0 for path in files):
+        return f"the model file {model_path} is missing or empty"
+    return None
+
+
+def _swap_in(assembly, folder):
+    """Replace `folder` with the complete `assembly`. A running server has loaded its
+    files already; only the moment between the two renames has no `folder`."""
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    assembly.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _base_image(dockerfile):
@@ -70,13 +100,22 @@ def build_image(settings, version, push=False):
     client, _ = tracking.connect(settings)
     mv = registry.model_version(client, settings, version)
     folder = registry.context_dir(settings, version)
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    # Assembled beside the context a server may run from, and swapped in only when whole.
+    assembly = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(assembly, ignore_errors=True)
+    assembly.mkdir(parents=True)
     for name in SCORING_FILES:
-        shutil.copy2(settings.project_root / "scoring" / name, folder / name)
+        shutil.copy2(settings.project_root / "scoring" / name, assembly / name)
     mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{settings.model.name}/{version}",
-                                        dst_path=str(folder / "model"))
-    digest = context_digest(folder)
+                                        dst_path=str(assembly / "model"))
+    problem = model_problem(assembly / "model")
+    if problem:
+        raise MlopsError(f"The model files of {settings.model.name} version {version} are "
+                         f"incomplete ({problem}); {folder} was left as it was.",
+                         "Check the version's artifacts in the registry (`make ui`); register "
+                         "the model again if they are damaged, then run build-image again.")
+    digest = context_digest(assembly)
+    _swap_in(assembly, folder)
     commit = mv.tags.get("git_commit", "unknown")
     tag = f"{version}-{commit[:7] if commit != 'unknown' else 'local'}"
     image = f"{settings.image.registry}/{settings.model.name.lower()}:{tag}"

@@ -19,6 +19,7 @@ from ml_service import desired_state, report, tracking
 from ml_service.errors import MlopsError
 from ml_service.releasing import registry
 from ml_service.releasing.deployment import commit_desired_state, reconcile
+from ml_service.releasing.lock import locked
 from ml_service.releasing.smoke import smoke_test
 from ml_service.targets import get_target
 
@@ -87,6 +88,7 @@ def already_in_production(settings, client, version):
     return deployment
 
 
+@locked("production", "promote")
 def promote(settings, approved, model_version=None):
     """Promote the staging release (it must be `model_version` when given); return the
     production Deployment."""
@@ -148,6 +150,7 @@ def propose_by_pull_request(settings, client, release, previous):
     return None
 
 
+@locked("production", "rollback")
 def rollback(settings):
     """Return production to the version it ran before the current one; return that version."""
     client, _ = tracking.connect(settings)

@@ -7,6 +7,7 @@ recorded on the model version as the tag smoke_test.<target>, which promote requ
 for staging.
 """
 import json
+import math
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +16,7 @@ from ml_service import http_client, report, tracking
 from ml_service.errors import MlopsError
 from ml_service.releasing import registry
 from ml_service.targets import get_target
+from training.lineage import SAMPLE_PREDICTIONS_TAG
 
 SAMPLE_REQUEST = "scoring/sample-request.json"
 
@@ -39,8 +41,9 @@ def score(deployment, headers, payload, timeout=30):
         return status, body.decode(errors="replace"), elapsed
 
 
-def failures(deployment, headers, payload, max_latency_ms):
-    """Everything wrong with the deployment's answers to `payload` (empty if none)."""
+def failures(deployment, headers, payload, max_latency_ms, known_answers=None):
+    """Everything wrong with the deployment's answers to `payload` (empty if none);
+    `known_answers` are the predictions the version gave at registration."""
     rows = len(payload["data"])
     found = []
     if "Authorization" in headers:
@@ -59,9 +62,22 @@ def failures(deployment, headers, payload, max_latency_ms):
     if str(body.get("model_version")) != deployment.model_version:
         found.append(f"serves model version {body.get('model_version')}, "
                      f"expected {deployment.model_version}")
+    if known_answers is not None and not found and not all(
+            math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-6)
+            for got, want in zip(predictions, known_answers)):
+        found.append(f"predictions {predictions} differ from the version's known answers "
+                     f"{known_answers} (recorded at registration): another model answers")
     if seconds * 1000 > max_latency_ms:
         found.append(f"latency {seconds * 1000:.0f} ms exceeds the bound {max_latency_ms} ms")
     return found
+
+
+def _known_answers(client, settings, version):
+    """The version's predictions for the sample request recorded at registration, or
+    None for a version registered before they were recorded."""
+    recorded = client.get_model_version(settings.model.name, version).tags.get(
+        SAMPLE_PREDICTIONS_TAG)
+    return json.loads(recorded) if recorded else None
 
 
 def smoke_test(settings, target_name):
@@ -77,7 +93,8 @@ def smoke_test(settings, target_name):
     else:
         payload = json.loads((settings.project_root / SAMPLE_REQUEST).read_text())
         found = failures(deployment, target.request_headers(), payload,
-                         settings.target_settings(target_name).smoke_max_latency_ms)
+                         settings.target_settings(target_name).smoke_max_latency_ms,
+                         _known_answers(client, settings, deployment.model_version))
     client.set_model_version_tag(settings.model.name, deployment.model_version,
                                  registry.smoke_tag(target_name),
                                  "failed" if found else "passed")

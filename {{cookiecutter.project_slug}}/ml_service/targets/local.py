@@ -3,10 +3,17 @@
 It runs the same score.py and model files that go into the image, on the same
 server with the same settings (scoring/gunicorn.conf.py) the image runs, so
 staging and production behave here as they do on ACI and AKS; but it listens on
-loopback only. What runs where is cached in .mlops/<target>.json, and
-the cache is checked against the live process and port every time. The server gets
-the target's own key (STAGING_SCORING_KEY, ...; release.scoring_key) as SCORING_KEY,
-and none when that is unset: a key variable of the caller's shell never reaches it.
+loopback only. The server gets the target's own key (STAGING_SCORING_KEY, ...;
+release.scoring_key) as SCORING_KEY, and none when that is unset: a key variable of the
+caller's shell never reaches it.
+
+A deploy never leaves the port unserved: the new server shares the port with the old
+one (SO_REUSEPORT, gunicorn --reuse-port) and listens on a private check port too; the
+old one is stopped only once the new one answers there. Every server is recorded in
+.mlops/<target>.json (PID, command line, start time) before it is waited for, and is
+found again by its command line, which names this project, the target and the port:
+after a crash at any point, `deploy` and `stop` see every server the project started,
+and a PID is killed only when its command line says it is one of them.
 """
 import dataclasses
 import json
@@ -22,6 +29,10 @@ from pathlib import Path
 from ml_service.errors import MlopsError
 from ml_service.release import (SERVER_KEY_VARIABLES, Deployment, http_status, key_headers,
                                 scoring_key)
+
+PROC = Path("/proc")
+# Set on the server's command line (gunicorn --env): who started it, for which target.
+SERVER_MARK = "MLOPS_SERVER"
 
 
 def _alive(pid):
@@ -43,8 +54,56 @@ def _port_open(port):
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def _healthy(port):
     return http_status(f"http://127.0.0.1:{port}/", timeout=2) == 200
+
+
+def _command_line(pid):
+    """The command line of process `pid` as a list, or None when it is gone."""
+    try:
+        raw = (PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw.decode(errors="replace").split("\0")[:-1]
+
+
+def _start_ticks(pid):
+    """When process `pid` started (clock ticks after boot), or None when it is gone: with
+    the PID it names one process, even after the PID is reused."""
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # Field 22; the command name (field 2, in parentheses) may contain spaces.
+    return int(stat.rpartition(")")[2].split()[19])
+
+
+def _listener_pids(port):
+    """The PIDs holding a listening TCP socket on `port` (those this user may see)."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (PROC / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    pids = set()
+    for fd_dir in PROC.glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) in inodes for fd in fd_dir.iterdir()):
+                pids.add(int(fd_dir.parent.name))
+        except OSError:  # gone, or another user's
+            continue
+    return pids
 
 
 def server_command(scoring_dir, model_dir, port, workers):
@@ -64,6 +123,39 @@ def server_command(scoring_dir, model_dir, port, workers):
             {"AZUREML_MODEL_DIR": str(model_dir)})
 
 
+@dataclasses.dataclass(frozen=True)
+class Server:
+    """One scoring server this project started, as its command line describes it."""
+
+    pid: int
+    command: tuple
+    start_ticks: int
+    model_version: str
+    check_port: int
+    context_dir: Path
+
+    @classmethod
+    def of_process(cls, pid, command):
+        """The server running as `pid` with the command line `command` (from /proc)."""
+        options = dict(zip(command, command[1:]))
+        environment = dict(value.split("=", 1) for flag, value in zip(command, command[1:])
+                           if flag == "--env")
+        binds = [value for flag, value in zip(command, command[1:]) if flag == "--bind"]
+        return cls(pid, tuple(command), _start_ticks(pid), environment.get("MODEL_VERSION", ""),
+                   int(binds[-1].rpartition(":")[2]),
+                   Path(options["--config"]).parent)
+
+    def is_running(self):
+        """Whether `pid` is still this server (not a later process that reuses the PID)."""
+        return (_alive(self.pid) and _start_ticks(self.pid) == self.start_ticks
+                and _arguments(_command_line(self.pid) or ()) == _arguments(self.command))
+
+    def healthy(self):
+        """Whether this very server answers: on its own check port, which no other
+        process shares."""
+        return _healthy(self.check_port)
+
+
 class LocalTarget:
     def __init__(self, name, settings, environ=None):
         self.name = name
@@ -73,16 +165,11 @@ class LocalTarget:
         self.state_dir = settings.project_root / ".mlops"
         self.state_file = self.state_dir / f"{name}.json"
         self.log_file = self.state_dir / f"{name}.log"
+        self.mark = f"{SERVER_MARK}={name}@{settings.project_root.resolve()}"
 
     @property
     def scoring_uri(self):
         return f"http://127.0.0.1:{self.port}/score"
-
-    def _state(self):
-        try:
-            return json.loads(self.state_file.read_text())
-        except FileNotFoundError:
-            return None
 
     def check_ready(self):
         """Deploying needs no setup beyond what deploy itself checks."""
@@ -90,77 +177,114 @@ class LocalTarget:
     def request_headers(self):
         return key_headers(scoring_key(self.name, self.environ))
 
-    def status(self):
-        state = self._state()
-        if state is None:
-            return None
-        if not _alive(state["pid"]):
-            return Deployment(self.name, state["model_version"], self.scoring_uri, False,
-                              f"the server process {state['pid']} is not running any more "
-                              f"(it died or was stopped; see {self.log_file})")
-        if not _healthy(self.port):
-            return Deployment(self.name, state["model_version"], self.scoring_uri, False,
-                              f"process {state['pid']} does not answer on port {self.port}")
-        return Deployment(self.name, state["model_version"], self.scoring_uri, True)
+    def _record(self):
+        """The servers recorded in the state file (PID, command line), newest last."""
+        try:
+            return json.loads(self.state_file.read_text())["servers"]
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return []
 
-    def _server(self, release):
-        """(command, environment variables) of the server for `release`."""
+    def _write_record(self, servers):
+        """Replace the state file in one step: a crash leaves the old or the new record."""
+        self.state_dir.mkdir(exist_ok=True)
+        partial = self.state_file.with_suffix(".json.partial")
+        partial.write_text(json.dumps({"servers": [
+            {"pid": server.pid, "command": list(server.command),
+             "start_ticks": server.start_ticks, "model_version": server.model_version}
+            for server in servers]}, indent=2))
+        os.replace(partial, self.state_file)
+
+    def servers(self):
+        """Every running server this project started for this target, oldest first: the
+        recorded ones and any a crash left unrecorded, each confirmed by its command line."""
+        bind = f"127.0.0.1:{self.port}"
+        found = {}
+        for cmdline in PROC.glob("[0-9]*/cmdline"):
+            pid = int(cmdline.parent.name)
+            command = _command_line(pid)
+            # The group leader only: the workers are forked from it with the same command.
+            if command and self.mark in command and bind in command and _group_leader(pid):
+                found[pid] = Server.of_process(pid, command)
+        recorded = [entry["pid"] for entry in self._record()]
+        return sorted(found.values(),
+                      key=lambda server: (server.pid not in recorded,
+                                          recorded.index(server.pid)
+                                          if server.pid in recorded else server.pid))
+
+    def _foreign_listeners(self, servers):
+        """PIDs listening on the port that are not one of `servers` or their workers."""
+        ours = {server.pid for server in servers}
+        return {pid for pid in _listener_pids(self.port) if _group_of(pid) not in ours}
+
+    def status(self):
+        servers = self.servers()
+        if not servers:
+            record = self._record()
+            if not record:
+                return None
+            return Deployment(self.name, record[-1]["model_version"], self.scoring_uri, False,
+                              f"the server process {record[-1]['pid']} is not running any more "
+                              f"(it died or was stopped; see {self.log_file})")
+        current = servers[-1]
+        if not current.healthy():
+            return Deployment(self.name, current.model_version, self.scoring_uri, False,
+                              f"process {current.pid} does not answer (see {self.log_file})")
+        foreign = self._foreign_listeners(servers)
+        if foreign:
+            return Deployment(self.name, current.model_version, self.scoring_uri, False,
+                              f"port {self.port} is also served by process(es) "
+                              f"{', '.join(map(str, sorted(foreign)))}, which this project "
+                              "did not start")
+        return Deployment(self.name, current.model_version, self.scoring_uri, True)
+
+    def _server(self, release, check_port):
+        """(command, environment variables) of the server for `release`: on the target's
+        port shared with the server it replaces, and on its own check port."""
         command, settings = server_command(release.context_dir, release.context_dir / "model",
                                            self.port, self.serving.workers)
         key = scoring_key(self.name, self.environ)
-        return command, {**settings, "MODEL_VERSION": release.model_version,
-                         "SCORING_MAX_BATCH_SIZE": str(self.serving.max_batch_size),
-                         **({"SCORING_KEY": key} if key else {})}
+        return ([*command, "--bind", f"127.0.0.1:{check_port}", "--reuse-port",
+                 "--env", f"MODEL_VERSION={release.model_version}", "--env", self.mark],
+                {**settings, "SCORING_MAX_BATCH_SIZE": str(self.serving.max_batch_size),
+                 **({"SCORING_KEY": key} if key else {})})
 
     def plan(self, release):
-        command, settings = self._server(release)
+        command, settings = self._server(release, "<free port>")
         shown = {**settings, **({"SCORING_KEY": "***"} if "SCORING_KEY" in settings else {})}
-        return (f"{self.name} (local): stop the server on port {self.port} if one runs, then "
+        return (f"{self.name} (local): start "
                 f"{' '.join(f'{name}={value}' for name, value in shown.items())} "
-                f"{' '.join(command)}")
+                f"{' '.join(command)} beside the server on port {self.port} if one runs, "
+                "then stop the old one once the new one answers")
 
     def _start(self, release):
-        self.state_dir.mkdir(exist_ok=True)
-        command, settings = self._server(release)
+        """Start a server for `release` beside the running ones; return it once it
+        answers, or stop it and return None."""
+        command, settings = self._server(release, _free_port())
+        # The caller's key variables never reach the server: only the target's own key.
         inherited = {name: value for name, value in os.environ.items()
                      if name not in SERVER_KEY_VARIABLES}
-        env = {**inherited, **settings}
+        self.state_dir.mkdir(exist_ok=True)
         with open(self.log_file, "ab") as log:
             # Its own session: the server outlives this command and is stopped as a group.
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, env=env,
+                                       stdin=subprocess.DEVNULL, env={**inherited, **settings},
                                        start_new_session=True)
+        server = Server.of_process(process.pid, command)
+        # Recorded before the wait: if this command dies now, the server is still known.
+        self._write_record([*(other for other in self.servers() if other.pid != server.pid),
+                            server])
         deadline = time.monotonic() + self.serving.startup_timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                break
-            if _healthy(self.port):
-                self.state_file.write_text(json.dumps({
-                    "pid": process.pid, "port": self.port,
-                    "model_version": release.model_version,
-                    "context_dir": str(release.context_dir), "image": release.image,
-                }, indent=2))
-                return True
-            time.sleep(0.5)
-        self._kill(process.pid)
-        return False
-
-    def _kill(self, pid):
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        for _ in range(100):
-            if not _alive(pid):
-                return
-            time.sleep(0.1)
-        os.killpg(pid, signal.SIGKILL)
+        while time.monotonic() < deadline and process.poll() is None:
+            if server.healthy():
+                return server
+            time.sleep(0.2)
+        _stop_group(server)
+        return None
 
     def stop(self):
-        state = self._state()
-        if state is not None:
-            self._kill(state["pid"])
-            self.state_file.unlink()
+        for server in self.servers():
+            _stop_group(server)
+        self.state_file.unlink(missing_ok=True)
 
     def deploy(self, release):
         if not (release.context_dir / "score.py").exists():
@@ -168,25 +292,62 @@ class LocalTarget:
                 f"The build context of {release.model_name} version {release.model_version} "
                 f"is not on this machine ({release.context_dir}).",
                 f"Run `python -m ml_service build-image --model-version {release.model_version}`.")
-        state = self._state()
-        ours = state is not None and _alive(state["pid"])
-        if _port_open(self.port) and not ours:
+        running = self.servers()
+        foreign = self._foreign_listeners(running)
+        if foreign or (not running and _port_open(self.port)):
             raise MlopsError(
-                f"Port {self.port} for {self.name} is already in use by another program.",
+                f"Port {self.port} for {self.name} is already in use by another program"
+                + (f" (process {', '.join(map(str, sorted(foreign)))})." if foreign else "."),
                 f"Stop that program or choose another port: [{self.name}] port in mlops.toml "
                 f"or MLOPS_{self.name.upper()}_PORT.")
-        previous = state if ours else None
-        self.stop()
-        if self._start(release):
-            return self.status()
-        restored = ""
-        if previous is not None:
-            old = dataclasses.replace(release, model_version=previous["model_version"],
-                                      context_dir=Path(previous["context_dir"]),
-                                      image=previous["image"])
-            if self._start(old):
-                restored = f" Version {previous['model_version']} is serving again."
-        raise MlopsError(
-            f"Version {release.model_version} did not become healthy on {self.name} within "
-            f"{self.serving.startup_timeout:.0f} s.{restored}",
-            f"See the server log {self.log_file}.")
+        # A server of this very release that answers is kept (e.g. one a crashed deploy
+        # started): deploying converges instead of restarting.
+        keep = next((server for server in reversed(running)
+                     if server.model_version == release.model_version
+                     and server.context_dir == release.context_dir and server.healthy()), None)
+        if keep is None:
+            keep = self._start(release)
+        if keep is None:
+            self._write_record(self.servers())
+            serving = running[-1].model_version if running else None
+            raise MlopsError(
+                f"Version {release.model_version} did not become healthy on {self.name} "
+                f"within {self.serving.startup_timeout:.0f} s."
+                + (f" Version {serving} is still serving." if serving else ""),
+                f"See the server log {self.log_file}.")
+        for server in self.servers():
+            if server.pid != keep.pid:
+                _stop_group(server)
+        self._write_record([keep])
+        return self.status()
+
+
+def _arguments(command):
+    """The server's arguments: what follows the program, which /proc shows as
+    `python .../gunicorn` where it was started as `.../gunicorn`."""
+    return tuple(command[command.index("--config"):]) if "--config" in command else ()
+
+
+def _group_leader(pid):
+    return _group_of(pid) == pid
+
+
+def _group_of(pid):
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _stop_group(server):
+    """Stop `server` and its workers (its process group): gracefully, then by force. Only
+    while its PID still runs the server's command line, so a reused PID is never hit."""
+    if not server.is_running():
+        return
+    os.killpg(server.pid, signal.SIGTERM)
+    for _ in range(100):
+        if not _alive(server.pid):
+            return
+        time.sleep(0.1)
+    if server.is_running():
+        os.killpg(server.pid, signal.SIGKILL)

@@ -43,3 +43,19 @@ def test_build_image_prepares_the_context_and_says_why_when_docker_cannot_build(
     assert not docker_that_cannot_pull.exists()
     with pytest.raises(MlopsError, match="--push needs an image built here, but the base"):
         build_image(settings, version, push=True)
+
+
+def test_partial_model_download_is_refused_and_the_built_context_kept(settings):
+    backend = LocalBackend(settings)
+    version = backend.train_gate_register()
+    release = build_image(settings, version)
+    served = {path: path.read_bytes() for path in release.context_dir.rglob("*")
+              if path.is_file()}
+    # The registry's copy of the model file is damaged (e.g. an interrupted upload).
+    model_file, = (settings.project_root / "mlruns").rglob("model.skops")
+    model_file.write_bytes(b"")
+    with pytest.raises(MlopsError, match=r"incomplete \(the model file model.skops is missing "
+                                         r"or empty\).*left as it was"):
+        build_image(settings, version)
+    assert {path: path.read_bytes() for path in release.context_dir.rglob("*")
+            if path.is_file()} == served

@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from ml_service import desired_state
 from ml_service.backends.local import LocalBackend
@@ -30,6 +31,7 @@ from ml_service.targets import get_target, stop
 from tests.conftest import cli_env
 from tests.helpers.hosting_api import github_env, recording_api
 from tests.helpers.project import copy_project, free_port, git
+from training.lineage import SAMPLE_PREDICTIONS_TAG
 
 pytestmark = pytest.mark.slow
 KEY = "staging-key-for-release-tests"
@@ -218,7 +220,7 @@ def test_dead_server_is_noticed(release_project):
     with pytest.raises(MlopsError, match="Nothing is deployed to staging"):
         smoke_test(settings, "staging")
     deploy(settings, "staging", "1")
-    pid = json.loads((root / ".mlops" / "staging.json").read_text())["pid"]
+    pid = json.loads((root / ".mlops" / "staging.json").read_text())["servers"][0]["pid"]
     os.killpg(pid, signal.SIGKILL)  # the server and its workers die without notice
     os.waitpid(pid, 0)  # deploy ran in this process, so the dead server is ours to reap
     with pytest.raises(MlopsError, match="not running any more"):
@@ -302,3 +304,16 @@ def test_promotion_by_pull_request_leaves_production_to_the_merge(
     assert git(root, "rev-parse", "HEAD") == head == git(remote, "rev-parse", "main")
     assert desired_state.read(settings, "production").model_version == "none"
     assert get_target("production", settings).status() is None
+
+
+def test_smoke_test_checks_the_known_answers_of_the_version(release_project):
+    settings = settings_for(release_project)
+    client = MlflowClient(settings.tracking.uri, settings.tracking.uri)
+    deploy(settings, "staging", "2")
+    smoke_test(settings, "staging")
+    # Version 2's recorded answers are version 1's: the served model is not the one
+    # registered as version 2, as when a wrong model or another server answers.
+    known = client.get_model_version(settings.model.name, "1").tags[SAMPLE_PREDICTIONS_TAG]
+    client.set_model_version_tag(settings.model.name, "2", SAMPLE_PREDICTIONS_TAG, known)
+    with pytest.raises(MlopsError, match="differ from the version's known answers"):
+        smoke_test(settings, "staging")

@@ -1,11 +1,14 @@
-"""The local target's scoring key, with real servers on loopback.
-
-The server gets the target's own key (STAGING_SCORING_KEY) and nothing else: a
-SCORING_KEY or SCORING_KEY_FILE in the caller's shell must not reach it, since it
-would lock the endpoint with a key nobody sends, or stop it from starting.
-"""
+"""The local target under faults: a redeploy under load, crashes mid-deploy, stale and
+foreign processes. Real gunicorn servers on free ports, real processes killed with -9."""
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -16,84 +19,181 @@ from ml_service.errors import MlopsError
 from ml_service.release import Release
 from ml_service.releasing.image import SCORING_FILES
 from ml_service.targets.local import LocalTarget
+from tests.conftest import cli_env
 from tests.helpers.project import free_port
-from tests.helpers.scoring import ROW, SCORING_DIR, save_model
+from tests.helpers.scoring import ROW, SCORING_DIR, body, save_model
 
-pytestmark = pytest.mark.slow
-
-KEY = "staging-key-for-local-tests"
-SHELL_KEY = "a-key-left-in-the-callers-shell"
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads Linux's /proc")]
 
 
 @pytest.fixture(scope="module")
-def context(tmp_path_factory):
-    """A build context as build-image assembles it: the scoring files and model/."""
-    folder = tmp_path_factory.mktemp("local-target") / "context"
-    folder.mkdir()
-    for name in SCORING_FILES:
-        shutil.copy2(SCORING_DIR / name, folder / name)
-    save_model(folder / "model")
+def model_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model") / "model"
+    save_model(folder)
     return folder
 
 
 @pytest.fixture
-def staging(project):
-    """A local staging target factory on a free port; its server stops after the test."""
-    settings = load_settings(project / "mlops.toml", environ={
-        "MLOPS_STAGING_PORT": str(free_port()), "MLOPS_SERVING_WORKERS": "1"})
-    made = []
-
-    def make(environ):
-        made.append(LocalTarget("staging", settings, environ=environ))
-        return made[-1]
-
-    yield make
-    for target in made:
-        target.stop()
+def releases(project, model_folder):
+    """Versions 1 and 2: build contexts as build-image assembles them (same model)."""
+    made = {}
+    for version in ("1", "2"):
+        context = project / "build" / "images" / f"model-v{version}"
+        context.mkdir(parents=True)
+        for name in SCORING_FILES:
+            shutil.copy2(SCORING_DIR / name, context / name)
+        shutil.copytree(model_folder, context / "model")
+        made[version] = Release("model", version, f"image:{version}", "", "", context)
+    return made
 
 
-def status_of(target, headers):
-    request = urllib.request.Request(
-        target.scoring_uri, data=json.dumps({"data": [ROW]}).encode(), method="POST",
-        headers={"Content-Type": "application/json", **headers})
+@pytest.fixture
+def environ():
+    return {"MLOPS_PRODUCTION_PORT": str(free_port()), "MLOPS_SERVING_WORKERS": "1"}
+
+
+@pytest.fixture
+def target(project, environ):
+    target = LocalTarget("production", load_settings(project / "mlops.toml", environ=environ))
+    yield target
+    target.stop()
+
+
+def score_version(port):
+    """The model version the server on `port` answers with, or the error."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/score", data=body([ROW]).encode(),
+                                     headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())["model_version"]
+    except (OSError, ValueError) as error:
+        return f"failed: {error}"
 
 
-def test_the_targets_key_is_enforced_and_the_shells_is_not_passed(
-        staging, context, monkeypatch):
-    monkeypatch.setenv("SCORING_KEY", SHELL_KEY)
-    target = staging({"STAGING_SCORING_KEY": KEY})
-    assert target.deploy(Release("model", "4", "image", "", "", context)).healthy
-    assert target.request_headers() == {"Authorization": f"Bearer {KEY}"}
-    assert status_of(target, {}) == 401
-    assert status_of(target, {"Authorization": f"Bearer {SHELL_KEY}"}) == 401
-    assert status_of(target, target.request_headers()) == 200
+class ProbeLoop:
+    """Score every 20 ms on a thread; count the answers by version and the failures."""
+
+    def __init__(self, port):
+        self.port, self.answers, self.running = port, [], True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while self.running:
+            self.answers.append(score_version(self.port))
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+
+    def failures(self):
+        return [answer for answer in self.answers if answer.startswith("failed")]
 
 
-def test_without_a_target_key_it_runs_open_whatever_the_shell_holds(
-        staging, context, monkeypatch, tmp_path):
-    # Both set would stop the server at start-up, if they reached it.
-    monkeypatch.setenv("SCORING_KEY", SHELL_KEY)
-    monkeypatch.setenv("SCORING_KEY_FILE", str(tmp_path / "absent"))
-    target = staging({})
-    assert target.deploy(Release("model", "4", "image", "", "", context)).healthy
-    assert target.request_headers() == {}
-    assert status_of(target, {}) == 200
+def test_redeploy_under_a_probe_loop_loses_no_request(target, releases):
+    target.deploy(releases["1"])
+    with ProbeLoop(target.port) as probes:
+        time.sleep(0.3)
+        target.deploy(releases["2"])
+        time.sleep(0.3)
+    print(f"probes: {len(probes.answers)}, failed: {len(probes.failures())}")
+    assert probes.failures() == []
+    assert probes.answers[0] == "1" and probes.answers[-1] == "2"
+    assert target.status().model_version == "2"
 
 
-def test_plan_masks_the_key(staging, context):
-    text = staging({"STAGING_SCORING_KEY": KEY}).plan(
-        Release("model", "4", "image", "", "", context))
-    assert "SCORING_KEY=***" in text and KEY not in text
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
-def test_an_unusable_key_is_refused_before_anything_starts(staging, context):
-    target = staging({"STAGING_SCORING_KEY": "short"})
-    with pytest.raises(MlopsError, match="STAGING_SCORING_KEY is unusable") as raised:
-        target.deploy(Release("model", "4", "image", "", "", context))
-    assert "openssl rand -hex 32" in raised.value.fix
-    assert target.status() is None
+def test_stale_pid_in_the_state_file_is_never_killed(target, releases):
+    # An unrelated program now runs under the PID the state file names.
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        target.state_dir.mkdir(exist_ok=True)
+        target.state_file.write_text(json.dumps({"servers": [
+            {"pid": bystander.pid, "command": ["gunicorn", "--config", "x"],
+             "start_ticks": 1, "model_version": "1"}]}))
+        assert target.status().healthy is False
+        target.deploy(releases["1"])
+        target.stop()
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_stop_finds_a_server_missing_from_the_state_file(target, releases):
+    target.deploy(releases["1"])
+    pid = json.loads(target.state_file.read_text())["servers"][0]["pid"]
+    target.state_file.unlink()
+    target.stop()  # it also reaps the server, a child of this process
+    assert not alive(pid)
+    assert not target.servers()
+
+
+DEPLOY_IN_A_CHILD = """
+import sys
+from pathlib import Path
+from ml_service.config import load_settings
+from ml_service.release import Release
+from ml_service.targets.local import LocalTarget
+root, port, version = sys.argv[1:]
+settings = load_settings(root + "/mlops.toml", environ={
+    "MLOPS_PRODUCTION_PORT": port, "MLOPS_SERVING_WORKERS": "1"})
+context = Path(root) / "build" / "images" / f"model-v{version}"
+LocalTarget("production", settings).deploy(Release("model", version, "i", "", "", context))
+"""
+
+
+@pytest.mark.parametrize("kill_when", ["new server recorded", "at 50 ms"])
+@pytest.mark.parametrize("desired", ["1", "2"])
+def test_deploy_killed_mid_way_converges_on_the_next_deploy(
+        target, releases, project, kill_when, desired):
+    target.deploy(releases["1"])
+    child = subprocess.Popen(
+        [sys.executable, "-c", DEPLOY_IN_A_CHILD, str(project), str(target.port), "2"],
+        env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if kill_when == "at 50 ms":
+        time.sleep(0.05)
+    else:
+        deadline = time.monotonic() + 30
+        while len(target._record()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(target._record()) == 2
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    with ProbeLoop(target.port) as probes:
+        deployment = target.deploy(releases[desired])
+    assert (deployment.healthy, deployment.model_version) == (True, desired)
+    servers = target.servers()
+    assert [server.model_version for server in servers] == [desired]
+    assert probes.failures() == []
+    target.stop()
+    time.sleep(0.5)
+    assert not any(alive(server.pid) for server in servers)
+    assert not target.servers()
+
+
+def test_foreign_listener_on_the_port_fails_status_and_deploy(target, releases):
+    target.deploy(releases["1"])
+    with socket.socket() as squatter:
+        # Another program sharing the port as our servers do (SO_REUSEPORT).
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        squatter.bind(("127.0.0.1", target.port))
+        squatter.listen()
+        deployment = target.status()
+        assert not deployment.healthy
+        assert f"also served by process(es) {os.getpid()}" in deployment.detail
+        with pytest.raises(MlopsError, match=f"in use by another program \\(process "
+                                             f"{os.getpid()}\\)"):
+            target.deploy(releases["2"])

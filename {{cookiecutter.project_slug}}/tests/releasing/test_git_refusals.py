@@ -1,0 +1,54 @@
+"""A deployment commit is refused, before anything is written, when git would make it
+wrong: uncommitted overlay edits, a detached HEAD, another git command's index.lock."""
+import pytest
+
+from ml_service import desired_state
+from ml_service.errors import MlopsError
+from ml_service.release import Release
+from ml_service.releasing.promotion import commit_production
+from tests.helpers.project import git
+
+
+@pytest.fixture
+def checkout(project):
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init")
+    return project
+
+
+def release(settings):
+    return Release(settings.model.name, "3", "registry/model:3-abc", "", "", settings.project_root)
+
+
+def attempt(settings, problem):
+    """Try a production commit; assert it is refused with `problem` and nothing changed."""
+    overlay = desired_state.overlay_file(settings, "production")
+    text, head = overlay.read_text(), git(settings.project_root, "rev-parse", "HEAD")
+    with pytest.raises(MlopsError, match=problem):
+        commit_production(settings, release(settings), "Promote version 3")
+    assert overlay.read_text() == text
+    assert git(settings.project_root, "rev-parse", "HEAD") == head
+
+
+def test_uncommitted_overlay_edit_is_refused(checkout, settings):
+    overlay = desired_state.overlay_file(settings, "production")
+    overlay.write_text(overlay.read_text() + "# an edit in progress\n")
+    attempt(settings, r"deploy/overlays/production has uncommitted changes.*"
+                      r"M deploy/overlays/production/kustomization.yaml.*Commit or discard")
+
+
+def test_detached_head_is_refused(checkout, settings):
+    git(checkout, "checkout", "-q", "--detach")
+    attempt(settings, r"detached HEAD.*`git switch main`")
+
+
+def test_stale_index_lock_is_refused(checkout, settings):
+    (checkout / ".git" / "index.lock").touch()
+    attempt(settings, r"\.git/index\.lock exists.*delete .*\.git/index\.lock")
+
+
+def test_clean_checkout_commits(checkout, settings):
+    assert commit_production(settings, release(settings), "Promote version 3") == \
+        git(checkout, "rev-parse", "HEAD")
+    assert desired_state.read(settings, "production").model_version == "3"
