@@ -60,6 +60,7 @@ class TrackingSettings:
 @dataclasses.dataclass(frozen=True)
 class ImageSettings:
     registry: str
+    build: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +125,7 @@ MODEL_NAME_RULE = (
 )
 
 BACKENDS = ("local", "azureml")
+IMAGE_BUILDS = ("auto", "context-only")
 TARGET_NAMES = ("staging", "production")
 TARGET_KINDS = {"staging": ("local", "aci"), "production": ("local", "aks")}
 
@@ -140,6 +142,7 @@ CONSTRAINTS = {
     ("gate", "min_improvement"): (lambda v: 0 <= v < 1, "a fraction between 0 and 1"),
     ("model", "name"): (lambda v: re.fullmatch(MODEL_NAME_PATTERN, v), MODEL_NAME_RULE),
     ("pipeline", "backend"): (lambda v: v in BACKENDS, " or ".join(map(repr, BACKENDS))),
+    ("image", "build"): (lambda v: v in IMAGE_BUILDS, " or ".join(map(repr, IMAGE_BUILDS))),
     ("azure", "compute_max_nodes"): (lambda v: 1 <= v <= 100, "between 1 and 100"),
     ("staging", "cpu"): (lambda v: 0 < v <= 4, "between 0 and 4 cores"),
     ("staging", "memory_gb"): (lambda v: 0 < v <= 16, "between 0 and 16 GB"),

@@ -105,27 +105,29 @@ def test_register_before_evaluate_says_to_evaluate(settings):
 @pytest.fixture
 def docker_that_cannot_pull(tmp_path, monkeypatch):
     """A `docker` on PATH whose engine answers but can neither find nor pull the base
-    image, as on a machine with Docker and no registry access; it logs any build."""
-    builds = tmp_path / "docker-builds.log"
+    image, as on a machine with Docker and no registry access; it logs every call."""
+    calls = tmp_path / "docker-calls.log"
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     docker = bin_dir / "docker"
     docker.write_text(f"""#!/bin/sh
+echo "$@" >> {calls}
 case "$1" in
   info) exit 0 ;;
   image) echo "Error: No such image: $3" >&2; exit 1 ;;
   pull) echo 'Error response from daemon: lookup registry-1.docker.io: no such host' >&2
         exit 1 ;;
-  *) echo "$@" >> {builds}; exit 99 ;;
+  *) exit 99 ;;
 esac
 """)
     docker.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    return builds
+    return calls
 
 
 def test_build_image_prepares_the_context_and_says_why_when_docker_cannot_build(
-        settings, capsys, docker_that_cannot_pull):
+        project, capsys, docker_that_cannot_pull):
+    settings = load_settings(project / "mlops.toml", environ={"MLOPS_IMAGE_BUILD": "auto"})
     train(settings)
     evaluate(settings)
     version = register(settings)
@@ -134,6 +136,17 @@ def test_build_image_prepares_the_context_and_says_why_when_docker_cannot_build(
     assert "the image was not built" in out
     assert "cannot be pulled (Error response from daemon: lookup registry-1.docker.io" in out
     assert (release.context_dir / "Dockerfile").is_file()
-    assert not docker_that_cannot_pull.exists()
+    commands = [line.split()[0] for line in docker_that_cannot_pull.read_text().splitlines()]
+    assert "build" not in commands
     with pytest.raises(MlopsError, match="--push needs an image built here, but the base"):
         build_image(settings, version, push=True)
+
+
+def test_context_only_never_calls_docker(settings, capsys, docker_that_cannot_pull):
+    train(settings)
+    evaluate(settings)
+    release = build_image(settings, register(settings))
+    assert '[image] build is "context-only"' in capsys.readouterr().out
+    assert (release.context_dir / "Dockerfile").is_file()
+    assert release.image_digest == ""
+    assert not docker_that_cannot_pull.exists()

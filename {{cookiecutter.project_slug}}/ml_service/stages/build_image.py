@@ -43,9 +43,13 @@ def _base_image(dockerfile):
     raise MlopsError(f"{dockerfile} has no FROM line.", "Restore it from the template.")
 
 
-def build_blocker(dockerfile):
-    """Why no image can be built here (None if one can): a Docker client alone is not
-    enough, the engine must answer and the base image must be present or pullable."""
+def build_blocker(settings, dockerfile):
+    """Why no image is built here (None if one is): the settings may ask for the context
+    only; a Docker client alone is not enough, the engine must answer and the base image
+    must be present or pullable."""
+    if settings.image.build == "context-only":
+        return ('[image] build is "context-only" (set it to "auto", or '
+                'MLOPS_IMAGE_BUILD=auto, to build)')
     if not shutil.which("docker"):
         return "no docker command is installed"
     info = subprocess.run(["docker", "info"], capture_output=True, text=True, check=False)
@@ -86,7 +90,7 @@ def build_image(settings, version, push=False):
     image = f"{settings.image.registry}/{settings.model.name.lower()}:{tag}"
     build_command = f"docker build --tag {image} {folder}"
     image_digest = ""
-    blocker = build_blocker(folder / "Dockerfile")
+    blocker = build_blocker(settings, folder / "Dockerfile")
     if blocker is None:
         _docker("build", "--tag", image, str(folder))
         if push:
