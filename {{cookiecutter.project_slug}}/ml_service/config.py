@@ -68,6 +68,9 @@ class ServingSettings:
     workers: int
     max_batch_size: int
     startup_timeout: float
+    # Limits of each container (kind = "container")
+    container_cpus: float
+    container_memory_mb: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +130,8 @@ MODEL_NAME_RULE = (
 BACKENDS = ("local", "azureml")
 IMAGE_BUILDS = ("auto", "context-only")
 TARGET_NAMES = ("staging", "production")
-TARGET_KINDS = {"staging": ("local", "aci"), "production": ("local", "aks")}
+TARGET_KINDS = {"staging": ("local", "container", "aci"),
+                "production": ("local", "container", "aks")}
 
 SECTIONS = {
     field.name: field.type
@@ -153,6 +157,8 @@ CONSTRAINTS = {
     ("serving", "workers"): (lambda v: 1 <= v <= 32, "between 1 and 32"),
     ("serving", "max_batch_size"): (lambda v: v >= 1, "at least 1"),
     ("serving", "startup_timeout"): (lambda v: v > 0, "positive"),
+    ("serving", "container_cpus"): (lambda v: 0 < v <= 64, "between 0 and 64 cores"),
+    ("serving", "container_memory_mb"): (lambda v: v >= 256, "at least 256 MB"),
     **{(target, "kind"): (lambda v, t=target: v in TARGET_KINDS[t],
                           " or ".join(map(repr, TARGET_KINDS[target])))
        for target in TARGET_NAMES},

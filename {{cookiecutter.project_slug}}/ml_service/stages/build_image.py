@@ -35,12 +35,35 @@ def context_digest(folder):
     return "sha256:" + digest.hexdigest()
 
 
-def _base_image(dockerfile):
-    """The image the Dockerfile builds FROM (its first FROM line)."""
+def base_image(dockerfile):
+    """The image the Dockerfile builds FROM (its first FROM line, with the defaults of
+    the ARGs declared before it filled in, e.g. FROM ${BASE_IMAGE})."""
+    defaults = {}
     for line in dockerfile.read_text().splitlines():
-        if line.upper().startswith("FROM "):
-            return line.split()[1]
+        keyword, _, rest = line.strip().partition(" ")
+        if keyword.upper() == "ARG" and "=" in rest:
+            name, _, value = rest.strip().partition("=")
+            defaults[name] = value.strip('"')
+        elif keyword.upper() == "FROM":
+            base = rest.split()[0]
+            for name, value in defaults.items():
+                base = base.replace("${" + name + "}", value).replace("$" + name, value)
+            return base
     raise MlopsError(f"{dockerfile} has no FROM line.", "Restore it from the template.")
+
+
+def check_model_files(folder):
+    """The model folder of a build context must hold the MLflow model, no empty file:
+    an image without it would build and then fail at its first start."""
+    model = folder / "model"
+    empty = sorted(path.relative_to(folder).as_posix() for path in model.rglob("*")
+                   if path.is_file() and path.stat().st_size == 0)
+    if not (model / "MLmodel").is_file() or empty:
+        problem = f"empty files {', '.join(empty)}" if empty else "no MLmodel file"
+        raise MlopsError(f"The model files in {model} are incomplete ({problem}); no image "
+                         "was built.",
+                         "Register the model again (`python -m ml_service register`) and "
+                         "rebuild.")
 
 
 def build_blocker(settings, dockerfile):
@@ -55,7 +78,7 @@ def build_blocker(settings, dockerfile):
     info = subprocess.run(["docker", "info"], capture_output=True, text=True, check=False)
     if info.returncode != 0:
         return "no Docker engine answers (`docker info` failed)"
-    base = _base_image(dockerfile)
+    base = base_image(dockerfile)
     for command in (["image", "inspect", base], ["pull", "--quiet", base]):
         attempt = subprocess.run(["docker", *command], capture_output=True, text=True,
                                  check=False)
@@ -74,6 +97,20 @@ def _docker(*args):
     return result.stdout
 
 
+def pushed_digest(image):
+    """The registry digest (sha256:...) of `image` after a push: the one of its
+    repository among the image's RepoDigests (an image can be in several registries)."""
+    repository = image.rpartition(":")[0]
+    repo_digests = json.loads(_docker("image", "inspect", image))[0]["RepoDigests"]
+    for reference in repo_digests:
+        name, _, digest = reference.partition("@")
+        if name == repository:
+            return digest
+    raise MlopsError(f"Docker reports no registry digest of {repository} after the push "
+                     f"(it knows {', '.join(repo_digests) or 'none'}).",
+                     "Push again; check that the registry answers.")
+
+
 def build_image(settings, version, push=False):
     client, _ = tracking.connect(settings)
     mv = releases.model_version(client, settings, version)
@@ -84,6 +121,7 @@ def build_image(settings, version, push=False):
         shutil.copy2(settings.project_root / "scoring" / name, folder / name)
     mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{settings.model.name}/{version}",
                                         dst_path=str(folder / "model"))
+    check_model_files(folder)
     digest = context_digest(folder)
     commit = mv.tags.get("git_commit", "unknown")
     tag = f"{version}-{commit[:7] if commit != 'unknown' else 'local'}"
@@ -92,11 +130,12 @@ def build_image(settings, version, push=False):
     image_digest = ""
     blocker = build_blocker(settings, folder / "Dockerfile")
     if blocker is None:
+        print(f"build-image: building {image} (a first build downloads the dependencies: "
+              "minutes)", flush=True)
         _docker("build", "--tag", image, str(folder))
         if push:
             _docker("push", image)
-            repo_digests = json.loads(_docker("image", "inspect", image))[0]["RepoDigests"]
-            image_digest = repo_digests[0].rpartition("@")[2]
+            image_digest = pushed_digest(image)
         message = f"built {image}" + (f" and pushed it ({image_digest})" if push else "")
     elif push:
         raise MlopsError(f"--push needs an image built here, but {blocker}.",

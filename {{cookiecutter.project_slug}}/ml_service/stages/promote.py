@@ -1,7 +1,8 @@
 """promote: the approved move of the staging release to production, the GitOps way.
 
-Refuses without approval and refuses a version whose staging smoke test did not
-pass. Writes production's desired state (same image, same digest) and commits
+Refuses without approval, refuses a version whose staging smoke test did not
+pass and, where staging runs an image by digest, one whose recorded digest is not
+the one staging runs. Writes production's desired state (same image, same digest) and commits
 it, reconciles production, smoke-tests it, and rolls back automatically if that
 fails: production ends on either the old or the new release, never in between.
 """
@@ -12,6 +13,7 @@ from ml_service.errors import MlopsError
 from ml_service.stages.deploy import reconcile, state_of
 from ml_service.stages.rollback import PREVIOUS_TAG, roll_back
 from ml_service.stages.smoke_test import smoke_test
+from ml_service.targets import get_target
 
 HELP = "promote the staging release to production (needs --approve)"
 
@@ -45,6 +47,15 @@ def promote(settings, approved):
             "production was not changed.",
             "Run `python -m ml_service smoke-test --target staging` and promote once it passes.")
     release = releases.release_for(client, settings, version)
+    staged = get_target("staging", settings).status()
+    if staged is not None and staged.image_digest not in ("", release.image_digest):
+        # Only a target that runs images by digest reports one (kind = "container").
+        raise MlopsError(
+            f"Staging runs the image {staged.image_digest}, but version {version} now records "
+            f"{release.image_digest or 'no pushed image'} (its image was rebuilt after the "
+            "smoke test); production was not changed.",
+            f"Deploy and smoke-test it on staging first: `python -m ml_service deploy --target "
+            f"staging --model-version {version}`.")
     previous = desired_state.read(settings, "production")
     path = desired_state.write(settings, "production", state_of(release))
     commit = desired_state.commit(settings, path,

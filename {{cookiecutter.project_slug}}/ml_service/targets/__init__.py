@@ -3,6 +3,7 @@
 
 A target is chosen by name (staging, production) and configured by kind in
 mlops.toml: `local` runs the scoring server as a process on this machine;
+`container` runs the pushed image by digest on this machine's Docker engine;
 `aci` (staging) and `aks` (production) are the Azure targets. Stages only use
 the Target interface below, so there is no `if azure:` anywhere else.
 """
@@ -34,6 +35,7 @@ class Deployment:
     scoring_uri: str
     healthy: bool
     detail: str = ""
+    image_digest: str = ""   # the digest a container target runs ("" for other kinds)
 
 
 class Target(Protocol):
@@ -77,5 +79,8 @@ def get_target(name, settings):
     if kind == "aks":
         from ml_service.azure.aks import AksTarget
         return AksTarget(name, settings)
+    if kind == "container":
+        from ml_service.targets.container import ContainerTarget
+        return ContainerTarget(name, settings)
     from ml_service.targets.local import LocalTarget
     return LocalTarget(name, settings)
