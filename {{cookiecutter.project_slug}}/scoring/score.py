@@ -1,6 +1,8 @@
-"""Azure ML scoring script: `init()` loads the MLflow model once, `run()` scores one request.
+"""Azure ML scoring script: `init()` loads the MLflow model once, `run()` answers one request.
 
-Request body (JSON, either form; at most SCORING_MAX_BATCH_SIZE rows, default 1000):
+Request: `POST /score`, `Content-Type: application/json`, and when a key is configured
+(SCORING_KEY or SCORING_KEY_FILE) `Authorization: Bearer <key>`. Body, at most
+SCORING_MAX_BATCH_SIZE rows (default 1000), either form:
     {"data": [[0.038, 0.051, 0.062, 0.022, -0.044, -0.035, -0.043, -0.003, 0.020, -0.018]]}
     {"data": [{"age": 0.038, "sex": 0.051, "bmi": 0.062, "bp": 0.022, "s1": -0.044, ...}]}
 Positional rows follow the column order of the model signature (see README.md).
@@ -8,31 +10,55 @@ Positional rows follow the column order of the model signature (see README.md).
 Success (200):  {"predictions": [151.3, ...], "model_version": "3"}
                 (model_version is the MODEL_VERSION environment variable; null when unset)
 Error (4xx):    {"error": "what was wrong and how to fix it"}
-    400 the body is not the documented JSON shape, 413 too many rows,
-    415 empty body sent with a non-JSON Content-Type, 422 a value is not a finite number.
+    400 the body is not the documented JSON shape, 401 no valid key, 405 not a POST,
+    408 the body did not arrive within SCORING_BODY_TIMEOUT, 413 too many rows or bytes,
+    415 not application/json, 422 a value, or a prediction, is not a finite number.
+Every response body is strict JSON (never NaN or Infinity).
 """
+import contextlib
+import hmac
 import json
+import logging
 import os
+import socket
+import threading
+import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+from azureml_inference_server_http.api.aml_request import rawhttp
 from azureml_inference_server_http.api.aml_response import AMLResponse
 
 MAX_BATCH_ENV = "SCORING_MAX_BATCH_SIZE"
 DEFAULT_MAX_BATCH = 1000
-# JSON numbers arrive as int or float; bool subclasses int, so compare exact types.
-_NUMBER_TYPES = frozenset((int, float))
+MAX_BODY_ENV = "SCORING_MAX_BODY_BYTES"
+# The default body limit fits the largest batch written generously: named values with long
+# column names, 17 significant digits and indentation, plus the envelope.
+BYTES_PER_VALUE = 64
+ENVELOPE_BYTES = 64 * 1024
+BODY_TIMEOUT_ENV = "SCORING_BODY_TIMEOUT"
+DEFAULT_BODY_TIMEOUT = 10.0
+KEY_ENV = "SCORING_KEY"
+KEY_FILE_ENV = "SCORING_KEY_FILE"
+MIN_KEY_LENGTH = 16
+KEY_HINT = ("set it to at least %d printable ASCII characters without spaces, e.g. the output "
+            "of: python -c 'import secrets; print(secrets.token_urlsafe(32))'" % MIN_KEY_LENGTH)
+# Integers are parsed as floats (see _parse_json), and bool is not float: exact types only.
+_FLOAT = frozenset((float,))
 
+logger = logging.getLogger("azmlinfsrv.score")
 _state = {}
 
 
 class RequestError(Exception):
-    """A client error: its HTTP status and a message telling the caller what to fix."""
+    """A client error: its HTTP status, a message telling the caller what to fix, and any
+    response headers the status needs."""
 
-    def __init__(self, status, message):
+    def __init__(self, status, message, headers=None):
         super().__init__(message)
         self.status = status
+        self.headers = headers or {}
 
 
 def find_model_dir(root):
@@ -53,15 +79,43 @@ def find_model_dir(root):
     return found[0].parent
 
 
-def _max_batch_size():
-    value = os.environ.get(MAX_BATCH_ENV, str(DEFAULT_MAX_BATCH))
+def _positive_setting(name, default, kind):
+    """The environment variable `name` as a positive `kind` (int or float), else `default`."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
     try:
-        size = int(value)
+        number = kind(value)
     except ValueError:
-        size = 0
-    if size < 1:
-        raise ValueError(f"{MAX_BATCH_ENV}={value!r}: expected a positive integer")
-    return size
+        number = 0
+    if not number > 0:  # also refuses NaN
+        raise ValueError(f"{name}={value!r}: expected a positive "
+                         f"{'integer' if kind is int else 'number'}")
+    return number
+
+
+def _scoring_key():
+    """(the key /score requires as bytes, where it came from), or (None, None) for no key."""
+    value, key_file = os.environ.get(KEY_ENV), os.environ.get(KEY_FILE_ENV)
+    if value is not None and key_file is not None:
+        raise RuntimeError(f"Both {KEY_ENV} and {KEY_FILE_ENV} are set: set only one")
+    source = KEY_ENV
+    if key_file is not None:
+        source = f"{KEY_FILE_ENV} ({key_file})"
+        try:
+            # Secret files often end with a newline that is not part of the key.
+            value = Path(key_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise RuntimeError(f"{KEY_FILE_ENV}={key_file}: the key cannot be read ({error}); "
+                               "mount the secret there or unset the variable") from None
+    if value is None:
+        return None, None
+    # Never show the key itself: say only what is wrong with it.
+    if len(value) < MIN_KEY_LENGTH or not (value.isascii() and value.isprintable()) \
+            or " " in value:
+        raise RuntimeError(f"The scoring key from {source} is unusable ({len(value)} "
+                           f"characters): {KEY_HINT}; unset it to serve without a key")
+    return value.encode(), source
 
 
 def _load_predict(model_dir, flavors, columns):
@@ -90,62 +144,238 @@ def _load_predict(model_dir, flavors, columns):
 
 
 def init():
-    """Load the model under AZUREML_MODEL_DIR and read its input columns from the signature."""
+    """Load the model under AZUREML_MODEL_DIR, read its input columns and the settings."""
     from mlflow.models import Model
 
     root = os.environ.get("AZUREML_MODEL_DIR")
     if not root:
-        raise RuntimeError("AZUREML_MODEL_DIR is not set: start azmlinfsrv with "
-                           "--model_dir <folder of the MLflow model>")
+        raise RuntimeError("AZUREML_MODEL_DIR is not set: set it to the folder of the MLflow "
+                           "model (azmlinfsrv: --model_dir)")
     model_dir = find_model_dir(root)
     meta = Model.load(str(model_dir / "MLmodel"))
     if meta.signature is None or not meta.signature.inputs.has_input_names():
         raise RuntimeError(f"The model in {model_dir} has no signature with named inputs: "
                            "log it with signature=infer_signature(features, predictions)")
     columns = meta.signature.inputs.input_names()
+    max_batch = _positive_setting(MAX_BATCH_ENV, DEFAULT_MAX_BATCH, int)
+    key, key_source = _scoring_key()
     _state.update(
         columns=columns,
         # %-formatting: the JSON braces would need doubling in an f-string.
         usage='send {"data": [[%d numbers], ...]} or {"data": [{"%s": number, ...}, ...]} '
               "with columns %s" % (len(columns), columns[0], columns),
         column_set=frozenset(columns),
-        max_batch=_max_batch_size(),
+        max_batch=max_batch,
+        max_body=_positive_setting(
+            MAX_BODY_ENV, max_batch * len(columns) * BYTES_PER_VALUE + ENVELOPE_BYTES, int),
+        body_timeout=_positive_setting(BODY_TIMEOUT_ENV, DEFAULT_BODY_TIMEOUT, float),
+        key=key,
         model_version=os.environ.get("MODEL_VERSION"),
         predict=_load_predict(model_dir, meta.flavors, columns),
     )
+    if key is None:
+        logger.warning("No scoring key configured (%s or %s): /score answers anyone who can "
+                       "reach it", KEY_ENV, KEY_FILE_ENV)
+    else:
+        logger.info("Scoring key required on /score (from %s)", key_source)
 
 
-def run(raw_data, request_headers=None):
-    """Score one request body (a JSON string); see the module docstring for the format."""
+@rawhttp
+def run(request):
+    """Answer one request to /score (a Flask request); see the module docstring."""
+    sock = request.environ.get("gunicorn.socket")
     try:
-        features = parse_request(raw_data, request_headers)
+        _check_headers(request)
     except RequestError as error:
-        return AMLResponse({"error": str(error)}, error.status, json_str=True)
-    predictions = _state["predict"](features)
+        # Answered without reading the body: stop reading it (see _stop_reading).
+        _stop_reading(sock)
+        return _error_response(error)
+    try:
+        features = parse_request(_read_body(request, sock))
+    except RequestError as error:
+        return _error_response(error)
+    # A non-finite prediction is answered below; numpy's overflow warning would only add noise.
+    with np.errstate(over="ignore", invalid="ignore"):
+        predictions = _state["predict"](features)
+    if predictions.dtype.kind in "fc":
+        finite = np.isfinite(predictions).reshape(len(predictions), -1).all(axis=1)
+        if not finite.all():
+            rows = np.flatnonzero(~finite).tolist()
+            return _error_response(RequestError(
+                422, f"The model's prediction for row{'s' * (len(rows) > 1)} "
+                     f"{', '.join(map(str, rows[:10]))} is not a finite number: the inputs are "
+                     "far outside the range of the training data; send values of that scale"))
     return {"predictions": predictions.tolist(), "model_version": _state["model_version"]}
 
 
+def _error_response(error):
+    response = AMLResponse({"error": str(error)}, error.status, json_str=True)
+    # Set here, not passed to AMLResponse: it splits header values at commas.
+    response.headers.update(error.headers)
+    return response
+
+
+def _check_headers(request):
+    """Refuse what the method and headers alone show to be wrong (nothing of the body is read)."""
+    if request.method != "POST":
+        raise RequestError(405, f"{request.method} is not allowed on /score: send a POST with "
+                                "the JSON body", {"Allow": "POST"})
+    if _state["key"] is not None:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise RequestError(401, "This endpoint needs a key: send the header "
+                                    "'Authorization: Bearer <key>'",
+                               {"WWW-Authenticate": 'Bearer realm="scoring"'})
+        # Constant time: the answer must not reveal how much of a guess was right.
+        if not hmac.compare_digest(given.strip().encode(), _state["key"]):
+            raise RequestError(401, "The key in the Authorization header is not valid: send "
+                                    "the key of this endpoint",
+                               {"WWW-Authenticate": 'Bearer realm="scoring", '
+                                                    'error="invalid_token"'})
+    if request.mimetype != "application/json":
+        raise RequestError(415, f"Content-Type {request.content_type or 'unset'} is not JSON: "
+                                "send the body with the header 'Content-Type: application/json'")
+    if request.content_length is not None and request.content_length > _state["max_body"]:
+        raise RequestError(413, _too_large(request.content_length))
+
+
+def _too_large(length=None):
+    size = f"{length} bytes, more than" if length is not None else "longer than"
+    return (f"The body is {size} the {_state['max_body']} bytes allowed: send at most "
+            f"{_state['max_batch']} rows per request")
+
+
+def _stop_reading(sock):
+    """Shut the read side of the client's connection.
+
+    Reads of the body then return at once (a blocked one included), so neither score.py nor
+    the server waits for bytes that would be thrown away, and the server closes the
+    connection after the answer. Bytes already received can still be read.
+    """
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RD)
+
+
+def _read_body(request, sock):
+    """The body as text: 413 past the size limit, 408 past the body timeout, 400 not UTF-8."""
+    limit, seconds = _state["max_body"], _state["body_timeout"]
+    with _body_deadlines.watch(sock, seconds) as watch:
+        try:
+            data = request.stream.read(limit + 1)
+        except Exception as error:  # the server's own errors for a broken chunked body
+            if not watch.expired:
+                raise RequestError(400, f"The request body could not be read ({error}): send "
+                                        "it whole, with a correct Content-Length") from None
+            data = b""
+    if watch.expired:
+        raise RequestError(408, f"The body did not arrive within {seconds:g} s: send the whole "
+                                "request at once")
+    if len(data) > limit:
+        _stop_reading(sock)
+        raise RequestError(413, _too_large())
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RequestError(400, f"The body is not UTF-8 text ({error}): send JSON encoded "
+                                "as UTF-8") from None
+
+
+class _BodyDeadlines:
+    """Stops body reads that go on past their deadline.
+
+    The server reads a body with blocking socket reads and no time limit, so a client that
+    sends it at a trickle, or stops halfway, would hold a server thread for as long as it
+    likes. One background thread per process checks the reads in progress every TICK seconds
+    and shuts the read side of those past their deadline: the blocked read returns at once
+    and the request is answered with 408.
+    """
+
+    TICK = 0.25
+
+    class Watch:
+        __slots__ = ("sock", "deadline", "expired")
+
+        def __init__(self, sock, deadline):
+            self.sock, self.deadline, self.expired = sock, deadline, False
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._watches = set()
+        self._owner_pid = None  # threads do not survive fork: one per process
+
+    @contextlib.contextmanager
+    def watch(self, sock, seconds):
+        watch = self.Watch(sock, time.monotonic() + seconds)
+        if sock is None:  # not served by gunicorn: nothing to shut down
+            yield watch
+            return
+        with self._lock:
+            if self._owner_pid != os.getpid():
+                self._owner_pid = os.getpid()
+                threading.Thread(target=self._expire, name="body-deadlines", daemon=True).start()
+            self._watches.add(watch)
+        try:
+            yield watch
+        finally:
+            with self._lock:
+                self._watches.discard(watch)
+
+    def _expire(self):
+        while True:
+            time.sleep(self.TICK)
+            now = time.monotonic()
+            # Under the lock, so a read that just finished is never cut (its connection
+            # may already carry the next request).
+            with self._lock:
+                for watch in self._watches:
+                    if not watch.expired and now >= watch.deadline:
+                        watch.expired = True
+                        _stop_reading(watch.sock)
+
+
+_body_deadlines = _BodyDeadlines()
+
+
 def _show(value):
+    if isinstance(value, (list, dict)):  # never serialise a nested value (it may be deep)
+        return "a list" if isinstance(value, list) else "an object"
     text = json.dumps(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def parse_request(raw_data, request_headers=None):
+def _object_without_duplicate_keys(pairs):
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise RequestError(400, f"The body has the duplicate key {json.dumps(duplicate)} in an "
+                                "object: send each key once")
+    return found
+
+
+def _parse_json(text):
+    """The JSON value of `text`: integers as floats (an integer literal beyond the float
+    range becomes infinity and is refused with the other non-finite values) and objects
+    with a duplicate key refused (JSON leaves their meaning open)."""
+    try:
+        return json.loads(text, parse_int=float,
+                          object_pairs_hook=_object_without_duplicate_keys)
+    except RecursionError:
+        raise RequestError(400, "The body is nested too deeply: send "
+                                + _state["usage"]) from None
+    except ValueError as error:
+        raise RequestError(400, f"Body is not valid JSON ({error}): {_state['usage']}") from None
+
+
+def parse_request(text):
     """Validate a request body; return its rows as a float array in signature column order."""
     columns, max_batch, usage = _state["columns"], _state["max_batch"], _state["usage"]
-    if not raw_data or not raw_data.strip():
-        content_type = (request_headers or {}).get("Content-Type", "")
-        if request_headers is not None and "json" not in content_type.lower():
-            # The server drops form-encoded bodies (curl -d without -H): say so.
-            raise RequestError(415, f"Empty body with Content-Type {content_type or 'unset'}: "
-                                    "send the JSON with header 'Content-Type: application/json'")
+    if not text.strip():
         raise RequestError(400, f"Empty request body: {usage}")
-    try:
-        # NaN and Infinity parse as floats (Python's json accepts them); the finiteness
-        # check below refuses them together with numbers beyond the float range.
-        body = json.loads(raw_data)
-    except ValueError as error:
-        raise RequestError(400, f"Body is not valid JSON ({error}): {usage}") from None
+    # NaN and Infinity parse as floats (Python's json accepts them); the finiteness check
+    # below refuses them together with numbers beyond the float range.
+    body = _parse_json(text)
     if not isinstance(body, dict) or "data" not in body:
         raise RequestError(400, f'Body must be a JSON object with a "data" key: {usage}')
     rows = body["data"]
@@ -175,9 +405,9 @@ def parse_request(raw_data, request_headers=None):
         elif len(row) != len(columns):
             raise RequestError(400, f"Row {index} has {len(row)} values, expected "
                                     f"{len(columns)} in the order {columns}")
-        if not _NUMBER_TYPES.issuperset(map(type, row)):
+        if not _FLOAT.issuperset(map(type, row)):
             position, value = next((position, value) for position, value in enumerate(row)
-                                   if type(value) not in _NUMBER_TYPES)
+                                   if type(value) is not float)
             raise RequestError(422, f"Row {index}, column {columns[position]!r}: {_show(value)} is "
                                     "not a number; send every feature as a JSON number")
         matrix.append(row)

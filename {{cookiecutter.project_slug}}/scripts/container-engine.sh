@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Provide what the container tests and the container demo need: a Docker engine, a
-# registry on 127.0.0.1:5000 and the scoring image's base image.
+# registry on 127.0.0.1:5050 and the scoring image's base image.
 #
 #   scripts/container-engine.sh [BASE_IMAGE]   (default: the Dockerfile's ARG BASE_IMAGE)
 #
@@ -11,7 +11,7 @@
 # a machine without containers still runs every other test.
 set -uo pipefail
 
-REGISTRY=127.0.0.1:5000
+REGISTRY=127.0.0.1:5050
 PROJECT=$(cd "$(dirname "$0")/.." && pwd)
 # Logs and registry storage of what this script starts.
 STATE=/var/lib/mlops-container-engine

@@ -49,7 +49,7 @@ BAD_REQUESTS = [
     ("missing-data", json.dumps({"rows": [ROW]}), 400, '"data" key'),
     ("data-not-a-list", json.dumps({"data": RECORD}), 400, "non-empty list"),
     ("empty-batch", body([]), 400, "non-empty list"),
-    ("row-not-a-list", body([5]), 400, "Row 0 is 5"),
+    ("row-not-a-list", body([5]), 400, "Row 0 is 5.0"),
     ("too-few-features", body([ROW, ROW[:9]]), 400, "Row 1 has 9 values, expected 10"),
     ("too-many-features", body([ROW + [0.0]]), 400, "Row 0 has 11 values"),
     ("missing-column", body([{k: v for k, v in RECORD.items() if k != "bmi"}]), 400,
@@ -65,5 +65,28 @@ BAD_REQUESTS = [
      "Row 1, column 'sex' is NaN, infinite"),
     ("overflow", '{"data": [[0, 0, 1e999, 0, 0, 0, 0, 0, 0, 0]]}', 422, "column 'bmi' is NaN"),
     ("oversize-batch", body([ROW] * 1001), 413, "1001 rows is more than the 1000"),
+    # An integer literal beyond the float range (OverflowError when converted).
+    ("huge-integer", '{"data": [[1%s, 0, 0, 0, 0, 0, 0, 0, 0, 0]]}' % ("0" * 400), 422,
+     "column 'age' is NaN, infinite or beyond the float range"),
+    # Nesting deeper than Python's recursion limit (RecursionError while parsing).
+    ("deep-nesting", '{"data": %s%s}' % ("[" * 100_000, "]" * 100_000), 400, "nested"),
+    ("deep-nesting-in-a-row", body([ROW[:9] + [0]]).replace(" 0]]", " %s0%s]]" % (
+        "[" * 5000, "]" * 5000)), 400, "nested"),
+    ("duplicate-key", '{"data": [%s], "data": [%s]}' % (ROW, ROW), 400,
+     'duplicate key "data"'),
+    ("duplicate-column", body([RECORD]).replace('"age": 0.01', '"age": 0.01, "age": 0.02'), 400,
+     'duplicate key "age"'),
+    # Finite inputs whose prediction overflows: the answer must stay strict JSON.
+    ("non-finite-prediction", body([ROW, [1e308] * len(COLUMNS)]), 422,
+     "prediction for row 1 is not a finite number"),
 ]
 BAD_REQUEST_PARAMS = [pytest.param(*case[1:], id=case[0]) for case in BAD_REQUESTS]
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not JSON (RFC 8259)")
+
+
+def strict_json(text):
+    """Parse `text` as a strict JSON client would: NaN and Infinity are errors."""
+    return json.loads(text, parse_constant=_refuse_constant)

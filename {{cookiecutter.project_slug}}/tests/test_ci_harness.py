@@ -13,7 +13,9 @@ so a new step cannot be skipped silently):
                upload-artifact): the copy is the checkout, this interpreter the Python;
   install      `python -m pip install ...`: this environment is already installed;
   unit-tests   `python -m pytest ...`: this harness is itself one of those tests;
-  azure-cli    scripts that call the Azure CLI (`az ...`): they need Azure.
+  azure-cli    scripts that call the Azure CLI (`az ...`): they need Azure;
+  network      the dependency audit: it asks a vulnerability service on the internet
+               (tests/test_tooling.py runs it against a local one).
 Substituted, also by rule: MLOPS_BACKEND=local replaces the workflow's azureml, and
 `--push` is dropped from build-image (pushing needs the Azure registry).
 Expressions use a small evaluator of GitHub's syntax; anything it does not know fails
@@ -44,6 +46,7 @@ SKIP_RULES = (
     ("install", lambda run: re.match(r"\s*python3? -m pip install\b", run)),
     ("unit-tests", lambda run: re.match(r"\s*python3? -m pytest\b", run)),
     ("azure-cli", lambda run: re.search(r"(?m)^\s*az\s", run)),
+    ("network", lambda run: re.match(r"\s*python3? tools/dependency_audit\.py\b", run)),
 )
 HARNESS_ENV = {"MLOPS_BACKEND": "local"}
 STEP_TIMEOUT = 300
@@ -417,6 +420,8 @@ EXPECTED_SKIPS = {
         "uses",
     ("lint-and-test", "Install"): "install",
     ("lint-and-test", "Unit tests"): "unit-tests",
+    ("lint-and-test", "Publish test results and coverage"): "uses",
+    ("lint-and-test", "Dependency audit (pip-audit)"): "network",
     ("model", "actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1"): "uses",
     ("model", "actions/setup-python@5fda3b95a4ea91299a34e894583c3862153e4b97"): "uses",
     ("model", "Install"): "install",
@@ -429,8 +434,13 @@ EXPECTED_SKIPS = {
     ("image", "Sign in to the container registry"): "azure-cli",
     ("image", "actions/upload-artifact@bbbca2ddaa5d8feaa63e36b76fdaad77386f024f"): "uses",
 }
-RAN_WHEN_GATE_PASSES = [
+LINT_AND_SCANS = [
     ("lint-and-test", "Lint"),
+    ("lint-and-test", "Secrets (detect-secrets, against .secrets.baseline)"),
+    ("lint-and-test", "Security lint (bandit, fails on medium and high)"),
+]
+RAN_WHEN_GATE_PASSES = [
+    *LINT_AND_SCANS,
     ("model", "Train"),
     ("model", "Evaluate (the gate)"),
     ("model", "Register (only if the gate passed)"),
@@ -454,7 +464,7 @@ def test_ci_steps_pass_and_publish_the_release(workspace):
     happened = what_happened(harness)
     assert_ran(happened, RAN_WHEN_GATE_PASSES)
     skips = {step: record for step, record in happened.items()
-             if record in ("uses", "install", "unit-tests", "azure-cli")}
+             if record in ("uses", "install", "unit-tests", "azure-cli", "network")}
     assert skips == EXPECTED_SKIPS
     assert happened[("model", "Gate rejected, nothing to build")] == "skipped by its if"
 
@@ -483,7 +493,7 @@ def test_a_rejected_gate_ends_cleanly_with_a_summary(workspace):
     print("step seconds:", harness.durations)
     happened = what_happened(harness)
     assert_ran(happened, [
-        ("lint-and-test", "Lint"),
+        *LINT_AND_SCANS,
         ("model", "Train"),
         ("model", "Evaluate (the gate)"),
         ("model", "Register (only if the gate passed)"),

@@ -3,7 +3,7 @@ from the unmodified Dockerfile and pushes it, and the container targets run it b
 
 Two images are built once per session (versions 1 and 2 of the model; the second build
 reuses the dependency layers) and pushed to the registry of scripts/container-engine.sh
-on 127.0.0.1:5000. Every test then works on its own copy of that project, on its own
+on 127.0.0.1:5050. Every test then works on its own copy of that project, on its own
 ports, and removes its containers at the end. Without an engine, a registry or the base
 image, the tests skip and say which is missing (`make engine` provides all three where
 the machine allows it).

@@ -363,6 +363,15 @@ def test_role_assignment_names_are_deterministic(parsed):
                     "so that a second deployment updates it instead of failing")
 
 
+def test_no_role_assignment_repeats_one_azure_ml_makes_itself():
+    # Azure ML grants a workspace's compute identity AcrPull on the workspace registry;
+    # a second assignment of the same principal, role and scope fails the whole
+    # deployment with RoleAssignmentExists.
+    text = (SETUP / "modules" / "workspace.bicep").read_text()
+    assert "roleAssignments" not in text
+    assert "compute.identity.principalId" not in text
+
+
 def test_flux_follows_the_production_overlay(parsed):
     (flux,) = [resource for resource in parsed[SETUP / "modules/aks.bicep"]["resources"].values()
                if resource["type"] == "Microsoft.KubernetesConfiguration/fluxConfigurations"]

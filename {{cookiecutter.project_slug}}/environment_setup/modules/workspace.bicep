@@ -31,8 +31,6 @@ param computeVmSize string
 @description('Largest node count of the training cluster.')
 param computeMaxNodes int
 
-var acrPullRoleId = '7f951dda-4ed3-4680-a7ca-43fe172d538d'
-
 resource registry 'Microsoft.ContainerRegistry/registries@2025-04-01' existing = {
   name: registryName
 }
@@ -102,7 +100,9 @@ resource compute 'Microsoft.MachineLearningServices/workspaces/computes@2024-10-
   location: location
   tags: tags
   // The cluster pulls environment images from a registry without an admin
-  // user, so it needs an identity of its own with AcrPull.
+  // user, so it needs an identity of its own. Azure ML itself grants that identity
+  // AcrPull on the workspace's registry; assigning it here as well fails the
+  // deployment with RoleAssignmentExists.
   identity: {
     type: 'SystemAssigned'
   }
@@ -119,16 +119,6 @@ resource compute 'Microsoft.MachineLearningServices/workspaces/computes@2024-10-
         nodeIdleTimeBeforeScaleDown: 'PT120S'
       }
     }
-  }
-}
-
-resource computeAcrPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(registry.id, compute.id, acrPullRoleId)
-  scope: registry
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', acrPullRoleId)
-    principalId: compute.identity.principalId
-    principalType: 'ServicePrincipal'
   }
 }
 

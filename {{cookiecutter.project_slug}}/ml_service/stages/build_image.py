@@ -17,7 +17,7 @@ from ml_service import releases, report, tracking
 from ml_service.errors import MlopsError
 
 HELP = "build the scoring image (or its build context) for a model version"
-SCORING_FILES = ("score.py", "requirements.txt", "conda.yml", "Dockerfile")
+SCORING_FILES = ("score.py", "gunicorn.conf.py", "requirements.txt", "conda.yml", "Dockerfile")
 
 
 def add_arguments(parser):

@@ -9,7 +9,7 @@ import time
 import urllib.error
 import urllib.request
 
-from ml_service import report, tracking
+from ml_service import http_client, report, tracking
 from ml_service.config import TARGET_NAMES
 from ml_service.errors import MlopsError
 from ml_service.targets import get_target
@@ -29,7 +29,7 @@ def score(deployment, headers, payload, timeout=30):
         headers={"Content-Type": "application/json", **headers})
     started = time.perf_counter()
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with http_client.urlopen(request, timeout=timeout) as response:
             status, body = response.status, response.read()
     except urllib.error.HTTPError as error:
         status, body = error.code, error.read()

@@ -9,9 +9,10 @@ the Target interface below, so there is no `if azure:` anywhere else.
 """
 import dataclasses
 import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Protocol
+
+from ml_service import http_client
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Target(Protocol):
 def http_status(url, timeout=5):
     """The HTTP status of GET `url`, or None when nothing answers (for health checks)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with http_client.urlopen(url, timeout=timeout) as response:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code

@@ -21,8 +21,9 @@ import urllib.request
 from ml_service.errors import MlopsError
 from ml_service.targets import Deployment, http_status
 
-# Where scripts/container-engine.sh serves a registry (the demo and the tests push there).
-LOCAL_REGISTRY = "127.0.0.1:5000"
+# Where scripts/container-engine.sh serves a registry (the demo and the tests push there);
+# not 5000, where `make ui` serves MLflow.
+LOCAL_REGISTRY = "127.0.0.1:5050"
 LABEL_PROJECT = "mlops.project"
 LABEL_TARGET = "mlops.target"
 LABEL_VERSION = "mlops.model_version"

@@ -1,8 +1,9 @@
 """The local target: the scoring server as a background process on this machine.
 
 It runs the same score.py and model files that go into the image, on the same
-server (azmlinfsrv) the image runs, so staging and production behave here as
-they do on ACI and AKS. What runs where is cached in .mlops/<target>.json, and
+server with the same settings (scoring/gunicorn.conf.py) the image runs, so
+staging and production behave here as they do on ACI and AKS; but it listens on
+loopback only. What runs where is cached in .mlops/<target>.json, and
 the cache is checked against the live process and port every time.
 """
 import dataclasses
@@ -43,14 +44,21 @@ def _healthy(port):
     return http_status(f"http://127.0.0.1:{port}/", timeout=2) == 200
 
 
-def server_command():
-    """azmlinfsrv from this interpreter's environment (CI and venvs alike)."""
-    beside = Path(sys.executable).with_name("azmlinfsrv")
-    found = str(beside) if beside.exists() else shutil.which("azmlinfsrv")
-    if not found:
-        raise MlopsError("The Azure ML inference server (azmlinfsrv) is not installed.",
+def server_command(scoring_dir, model_dir, port, workers):
+    """(command, environment variables) of a scoring server on 127.0.0.1:`port`.
+
+    The image's command (scoring/Dockerfile) but on loopback: reachable from this machine
+    only. `scoring_dir` holds score.py and gunicorn.conf.py; `model_dir` the MLflow model.
+    """
+    # From this interpreter's environment (CI and venvs alike).
+    beside = Path(sys.executable).with_name("gunicorn")
+    gunicorn = str(beside) if beside.exists() else shutil.which("gunicorn")
+    if not gunicorn:
+        raise MlopsError("The scoring server (gunicorn) is not installed.",
                          "Install the project's requirements: `make install`.")
-    return found
+    return ([gunicorn, "--config", str(Path(scoring_dir) / "gunicorn.conf.py"),
+             "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
+            {"AZUREML_MODEL_DIR": str(model_dir)})
 
 
 class LocalTarget:
@@ -88,23 +96,23 @@ class LocalTarget:
                               f"process {state['pid']} does not answer on port {self.port}")
         return Deployment(self.name, state["model_version"], self.scoring_uri, True)
 
-    def _command(self, release):
-        return [server_command(), "--entry_script", str(release.context_dir / "score.py"),
-                "--model_dir", str(release.context_dir / "model"),
-                "--port", str(self.port), "--worker_count", str(self.serving.workers)]
+    def _server(self, release):
+        """(command, environment variables) of the server for `release`."""
+        command, settings = server_command(release.context_dir, release.context_dir / "model",
+                                           self.port, self.serving.workers)
+        return command, {**settings, "MODEL_VERSION": release.model_version,
+                         "SCORING_MAX_BATCH_SIZE": str(self.serving.max_batch_size)}
 
     def plan(self, release):
+        command, settings = self._server(release)
         return (f"{self.name} (local): stop the server on port {self.port} if one runs, then "
-                f"MODEL_VERSION={release.model_version} {' '.join(self._command(release))}")
+                f"{' '.join(f'{name}={value}' for name, value in settings.items())} "
+                f"{' '.join(command)}")
 
     def _start(self, release):
         self.state_dir.mkdir(exist_ok=True)
-        env = {**os.environ, "MODEL_VERSION": release.model_version,
-               "SCORING_MAX_BATCH_SIZE": str(self.serving.max_batch_size),
-               # gunicorn's control socket lives at one fixed path per user: two servers
-               # (staging and production) would take it from each other.
-               "GUNICORN_CMD_ARGS": "--no-control-socket"}
-        command = self._command(release)
+        command, settings = self._server(release)
+        env = {**os.environ, **settings}
         with open(self.log_file, "ab") as log:
             # Its own session: the server outlives this command and is stopped as a group.
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,

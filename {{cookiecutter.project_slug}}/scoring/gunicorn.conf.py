@@ -1,0 +1,44 @@
+"""Settings of the scoring server, the same for the image and the local targets.
+
+    AZUREML_MODEL_DIR=<MLflow model folder> gunicorn --config scoring/gunicorn.conf.py
+
+The app is the Azure ML inference server's (azmlinfsrv's) Flask app calling score.py, run by
+gunicorn directly: the `azmlinfsrv` command always binds 0.0.0.0, and the options it passes
+on gunicorn's command line outrank GUNICORN_CMD_ARGS and this file. Options given
+on gunicorn's command line (e.g. `--bind`, `--workers`) or in GUNICORN_CMD_ARGS override these.
+See README.md, "Serving setup", for the measurements behind the choices.
+"""
+import os
+from pathlib import Path
+
+from azureml_inference_server_http.constants import PACKAGE_ROOT
+from azureml_inference_server_http.log_config import load_logging_config
+
+HERE = Path(__file__).resolve().parent
+# What the azmlinfsrv command does before it starts gunicorn: set the entry script and the
+# app root, load its logging config, and pass the log options below.
+os.environ.setdefault("AZUREML_ENTRY_SCRIPT", str(HERE / "score.py"))
+os.environ.setdefault("AML_APP_ROOT", str(HERE))
+load_logging_config(PACKAGE_ROOT)
+wsgi_app = "azureml_inference_server_http.server.entry:app"
+accesslog = "-"
+errorlog = "/dev/null"  # the logging config sends gunicorn's error log to stderr already
+
+# Loopback unless told otherwise; the image passes --bind 0.0.0.0:5001.
+bind = ["127.0.0.1:5001"]
+# Processes: about one per core (WORKER_COUNT, as azmlinfsrv reads it).
+workers = int(os.environ.get("WORKER_COUNT", "1"))
+# Threads: a client that sends slowly holds one thread, not a whole process, so good requests
+# still find a free thread; score.py bounds how long a body may take (SCORING_BODY_TIMEOUT).
+worker_class = "gthread"
+threads = 16
+keepalive = 5
+# Load score.py and the model once, before the workers fork: one start-up log (the notice
+# about the scoring key included) and the model's memory shared between the workers.
+preload_app = True
+# A gthread worker's main loop reports to the master even while a request runs, so this only
+# restarts a worker whose loop hangs.
+timeout = 120
+# Nothing to control at run time; and gunicorn's control socket lives at one path per user,
+# which two servers on one machine (staging and production) would take from each other.
+control_socket_disable = True
