@@ -16,8 +16,8 @@ import shutil
 import subprocess
 import time
 import urllib.error
-import urllib.request
 
+from ml_service import http_client
 from ml_service.errors import MlopsError
 from ml_service.targets import Deployment, http_status
 
@@ -30,6 +30,9 @@ LABEL_VERSION = "mlops.model_version"
 # The image's HEALTHCHECK runs every 30 s, so its first verdict would come after 30 s;
 # a deployment waits for health, so its checks run every second.
 HEALTH_INTERVAL = "1s"
+# The one writable folder of the read-only container (the server's worker files): a
+# tmpfs inside the container, not this machine's /tmp.
+CONTAINER_TMP = "/tmp"  # nosec B108
 ROOT_USERS = ("", "0", "root", "0:0", "root:root")
 
 
@@ -51,7 +54,7 @@ def engine_blocker():
 def registry_blocker(registry):
     """Why `registry` cannot take and serve images (None if its API answers)."""
     try:
-        with urllib.request.urlopen(f"http://{registry}/v2/", timeout=3):
+        with http_client.urlopen(f"http://{registry}/v2/", timeout=3):
             return None
     except urllib.error.HTTPError as error:
         if error.code == 401:  # answers, wants a login
@@ -145,7 +148,7 @@ class ContainerTarget:
                 "--label", f"{LABEL_TARGET}={self.name}",
                 "--label", f"{LABEL_VERSION}={release.model_version}",
                 "--publish", f"127.0.0.1:{self.port}:{image_port}",
-                "--read-only", "--tmpfs", "/tmp",
+                "--read-only", "--tmpfs", CONTAINER_TMP,
                 "--cpus", str(self.serving.container_cpus),
                 "--memory", f"{self.serving.container_memory_mb}m",
                 "--health-interval", HEALTH_INTERVAL,
