@@ -122,7 +122,8 @@ base_image() {
         say "base image: pulled $BASE_IMAGE"
     else
         say "base image: $BASE_IMAGE cannot be pulled; building the test-only stand-in"
-        "$PROJECT/tests/standin-base-image.sh" "$BASE_IMAGE"
+        "$PROJECT/tests/standin-base-image.sh" "$BASE_IMAGE" 2>&1 \
+            || say "base image: none here, so the container tests skip"
     fi
 }
 

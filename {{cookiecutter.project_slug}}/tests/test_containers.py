@@ -58,7 +58,9 @@ def pushed(tmp_path_factory, migrated_database):
                         image_build="auto")
     reason = blocker(load_settings(root / "mlops.toml", environ=CONTAINERS))
     if reason:
-        pytest.skip(f"no container tests: {reason}")
+        pytest.skip(f"no container tests: {reason}. `make engine` provides what it can (a "
+                    "stand-in base image where the official one cannot be pulled: Python "
+                    "3.11 only)")
     git(root, "init", "-q")
     git(root, "add", "-A")
     git(root, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init")
