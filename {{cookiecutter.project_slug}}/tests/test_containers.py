@@ -236,6 +236,30 @@ def test_stop_removes_only_this_projects_containers(container_settings, request)
     assert json.loads(docker("inspect", other).stdout)[0]["State"]["Running"] is True
 
 
+@real_containers
+def test_demo_pipeline_runs_production_and_staging_as_containers_of_one_digest(
+        pushed, project, run_cli, request):
+    """What `make demo` runs, on a fresh checkout: the pipeline picks containers, pushes
+    the image and leaves staging and production running it by digest, non-root."""
+    git(project, "init", "-q")
+    ports = {"MLOPS_STAGING_PORT": str(free_port()), "MLOPS_PRODUCTION_PORT": str(free_port()),
+             "MLOPS_SERVING_WORKERS": "1"}
+    settings = load_settings(project / "mlops.toml", environ={**CONTAINERS, **ports})
+    request.addfinalizer(lambda: stop(settings))
+    result = run_cli("pipeline", "--approve", "--prefer-containers", **ports)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"containers mode: staging and production run the image pushed to {LOCAL_REGISTRY}" \
+        in result.stdout
+    digest = recorded(settings, "1").image_digest
+    assert f"{settings.model.name.lower()}:1-" in result.stdout and digest in result.stdout
+    targets = [get_target(name, settings) for name in ("staging", "production")]
+    assert [(t.status().healthy, t.status().image_digest) for t in targets] == \
+        [(True, digest)] * 2
+    assert len({inspect(target)["Image"] for target in targets}) == 1
+    assert {docker("exec", t.container_name, "id", "-u").stdout.strip() for t in targets} == \
+        {"10001"}
+
+
 def test_unpushed_release_is_refused_with_the_push_command(settings):
     release = releases.Release(model_name="m", model_version="3", image="r/m:3-abc",
                                image_digest="", context_digest="", context_dir=PROJECT_ROOT)
