@@ -107,7 +107,7 @@ param tags object = {
 
 // ---------------------------------------------------------------------------
 // Names. Each fits its Azure rule for every valid projectSlug (3-30 characters):
-// tests/test_environment_setup.py evaluates them with the longest slug.
+// tests/environment_setup/test_bicep.py evaluates them with the longest slug.
 // Globally unique names carry a hash of the resource group id.
 // ---------------------------------------------------------------------------
 

@@ -74,10 +74,16 @@ class ServingSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class StagingSettings:
+class TargetSettings:
+    """What every deployment target has; the sections below add their kind's keys."""
+
     kind: str
     port: int
     smoke_max_latency_ms: float
+
+
+@dataclasses.dataclass(frozen=True)
+class StagingSettings(TargetSettings):
     # Azure Container Instances (kind = "aci")
     cpu: float
     memory_gb: float
@@ -86,10 +92,7 @@ class StagingSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class ProductionSettings:
-    kind: str
-    port: int
-    smoke_max_latency_ms: float
+class ProductionSettings(TargetSettings):
     # AKS (kind = "aks"): "gitops" (Flux applies the committed overlay) or "push"
     mode: str
     cluster: str
@@ -110,9 +113,13 @@ class Settings:
     staging: StagingSettings
     production: ProductionSettings
 
-    def target(self, name):
-        """The settings of deployment target `name` (staging or production)."""
-        return getattr(self, name)
+    def target_settings(self, name) -> TargetSettings:
+        """The section of deployment target `name`: [staging] or [production]."""
+        sections = {"staging": self.staging, "production": self.production}
+        if name not in sections:
+            raise ConfigError(f"There is no deployment target {name!r}.",
+                              f"Use one of: {', '.join(sections)}.")
+        return sections[name]
 
 
 # Azure ML model names that are also valid Docker image repositories once lowercased

@@ -7,10 +7,10 @@ a promotion's git diff shows exactly what changed.
 """
 import dataclasses
 import re
-import subprocess
 
 import yaml
 
+from ml_service import git
 from ml_service.errors import MlopsError
 
 BEGIN = "# --- desired state"
@@ -23,6 +23,12 @@ class DesiredState:
     model_version: str   # "none" before the first deployment
     image: str           # repository:tag
     image_digest: str    # "" when the image was not pushed (local runs)
+
+    @classmethod
+    def of_release(cls, release):
+        """The desired state that runs `release` (a ml_service.release.Release)."""
+        return cls(model_version=release.model_version, image=release.image,
+                   image_digest=release.image_digest)
 
     @property
     def is_set(self):
@@ -89,19 +95,8 @@ def commit(settings, path, message):
     Outside a git checkout the file is written but nothing is committed, which is
     said plainly. Returns the commit id or None.
     """
-    root = settings.project_root
-
-    def git(*args, check=True):
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                              check=check)
-
-    if git("rev-parse", "--is-inside-work-tree", check=False).returncode != 0:
-        print(f"note: {root} is not a git checkout; {path.name} was updated but not committed.")
-        return None
-    identity = [] if git("config", "user.email", check=False).stdout.strip() else [
-        "-c", "user.name=ml_service", "-c", "user.email=ml-service@localhost"]
-    git("add", str(path))
-    if git("diff", "--cached", "--quiet", "--", str(path), check=False).returncode == 0:
-        return git("rev-parse", "HEAD").stdout.strip()
-    git(*identity, "commit", "--quiet", "-m", message, "--", str(path))
-    return git("rev-parse", "HEAD").stdout.strip()
+    commit_id = git.commit_file(settings.project_root, path, message)
+    if commit_id is None:
+        print(f"note: {settings.project_root} is not a git checkout; {path.name} was updated "
+              "but not committed.")
+    return commit_id

@@ -7,7 +7,6 @@ through the lineage run's tags, which are the single record of the execution.
 """
 import contextlib
 import logging
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -126,10 +125,3 @@ def stage_run(lineage_id, stage):
                 package_logger.removeHandler(handler)
                 handler.close()
                 mlflow.log_artifact(str(log_file), artifact_path="logs")
-
-
-def git_commit(root):
-    """The commit the code was run from, or 'unknown' outside a git checkout."""
-    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                            text=True, check=False)
-    return result.stdout.strip() if result.returncode == 0 else "unknown"

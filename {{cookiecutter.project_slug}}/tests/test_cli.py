@@ -1,7 +1,10 @@
-import socket
 import subprocess
+import sys
 
 import pytest
+
+from tests.conftest import cli_env
+from tests.helpers.project import PROJECT_ROOT, free_port
 
 
 def test_stages_hand_over_between_processes_as_in_ci(run_cli, tmp_path):
@@ -14,12 +17,6 @@ def test_stages_hand_over_between_processes_as_in_ci(run_cli, tmp_path):
     assert "gate=passed" in published
     # The second register finds the version the first one made: one version per run.
     assert published.count("model_version=1") == 2
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -83,3 +80,15 @@ def test_azure_pipeline_dry_run_plans_without_credentials(run_cli, project):
     assert "python -m training.components.prep_data" in result.stdout
     assert "only the Azure ML training job can be planned" in result.stdout
     assert (project / "build" / "azureml" / "training-pipeline.yml").is_file()
+
+
+def test_help_imports_none_of_the_heavy_packages():
+    """Every CI step starts the CLI: a verb pays for MLflow, scikit-learn, pandas or the
+    Azure SDKs only when it runs, and `--help` for none of them."""
+    code = ("import sys; from ml_service import cli; cli.build_parser().format_help(); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'mlflow', 'sklearn', 'pandas', 'azure', 'training'}))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, text=True,
+                            capture_output=True, env=cli_env(), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -7,7 +7,7 @@ import pytest
 
 from ml_service import http_client
 from ml_service.errors import MlopsError
-from ml_service.targets import http_status
+from ml_service.release import http_status
 
 
 class Healthy(BaseHTTPRequestHandler):

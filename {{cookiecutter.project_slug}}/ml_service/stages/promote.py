@@ -1,89 +1,15 @@
-"""promote: the approved move of the staging release to production, the GitOps way.
-
-Refuses without approval, refuses a version whose staging smoke test did not
-pass and, where staging runs an image by digest, one whose recorded digest is not
-the one staging runs. Writes production's desired state (same image, same digest) and commits
-it, reconciles production, smoke-tests it, and rolls back automatically if that
-fails: production ends on either the old or the new release, never in between.
-"""
-from mlflow.exceptions import MlflowException
-
-from ml_service import desired_state, releases, report, tracking
-from ml_service.errors import MlopsError
-from ml_service.stages.deploy import reconcile, state_of
-from ml_service.stages.rollback import PREVIOUS_TAG, roll_back
-from ml_service.stages.smoke_test import smoke_test
-from ml_service.targets import get_target
-
+"""promote: the approved move of the staging release to production, the GitOps way
+(ml_service/releasing/promotion.py)."""
 HELP = "promote the staging release to production (needs --approve)"
 
 
 def add_arguments(parser):
-    parser.add_argument("--from", dest="source", default="staging", choices=["staging"])
-    parser.add_argument("--to", dest="destination", default="production",
-                        choices=["production"])
     parser.add_argument("--approve", action="store_true",
                         help="the release approval; CI passes it only in the approved job")
 
 
-def promote(settings, approved):
-    if not approved:
-        raise MlopsError("Promotion to production needs an explicit approval; production "
-                         "was not changed.",
-                         "Re-run with --approve (in CI, the production environment's "
-                         "reviewers give it).")
-    client, _ = tracking.connect(settings)
-    try:
-        staging = client.get_model_version_by_alias(settings.model.name, "staging")
-    except MlflowException:
-        raise MlopsError("No model version is deployed to staging.",
-                         "Deploy and smoke-test one first: `python -m ml_service deploy "
-                         "--target staging --model-version N`.") from None
-    version = staging.version
-    if staging.tags.get("smoke_test.staging") != "passed":
-        raise MlopsError(
-            f"Version {version} has not passed its staging smoke test "
-            f"(smoke_test.staging={staging.tags.get('smoke_test.staging', 'not run')}); "
-            "production was not changed.",
-            "Run `python -m ml_service smoke-test --target staging` and promote once it passes.")
-    release = releases.release_for(client, settings, version)
-    staged = get_target("staging", settings).status()
-    if staged is not None and staged.image_digest not in ("", release.image_digest):
-        # Only a target that runs images by digest reports one (kind = "container").
-        raise MlopsError(
-            f"Staging runs the image {staged.image_digest}, but version {version} now records "
-            f"{release.image_digest or 'no pushed image'} (its image was rebuilt after the "
-            "smoke test); production was not changed.",
-            f"Deploy and smoke-test it on staging first: `python -m ml_service deploy --target "
-            f"staging --model-version {version}`.")
-    previous = desired_state.read(settings, "production")
-    path = desired_state.write(settings, "production", state_of(release))
-    commit = desired_state.commit(settings, path,
-                                  f"Promote {settings.model.name} version {version} to production")
-    if previous.is_set and previous.model_version != version:
-        client.set_model_version_tag(settings.model.name, version, PREVIOUS_TAG,
-                                     previous.model_version)
-    try:
-        reconcile(settings, client, "production")
-        deployment = smoke_test(settings, "production")
-    except MlopsError as failure:
-        if not previous.is_set:
-            raise MlopsError(f"Promotion of version {version} failed: {failure.what}",
-                             "There was no earlier production version to roll back to. "
-                             + failure.fix) from failure
-        restored = roll_back(settings, client, previous.model_version,
-                             f"Roll back production to version {previous.model_version}: "
-                             f"version {version} failed its production smoke test")
-        raise MlopsError(f"Promotion of version {version} failed and was rolled back: "
-                         f"{failure.what} Production serves version {restored} again.",
-                         "Fix the release, then deploy and promote again.") from failure
-    report.publish("promote", f"production serves {settings.model.name} version {version} "
-                   f"at {deployment.scoring_uri}" + (f" (commit {commit[:12]})" if commit else ""),
-                   {"model_version": version, "scoring_uri": deployment.scoring_uri,
-                    "gitops_commit": commit})
-    return deployment
-
-
 def run(settings, args):
-    promote(settings, args.approve)
+    from ml_service.releasing import promotion
+
+    promotion.promote(settings, args.approve)
     return 0

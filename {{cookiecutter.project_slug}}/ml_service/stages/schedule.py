@@ -1,4 +1,4 @@
-"""schedule: retrain on Azure ML on a cron schedule (the training pipeline job)."""
+"""schedule: retrain on Azure ML on a cron schedule (ml_service/azure/schedule.py)."""
 HELP = "create or update the Azure ML retraining schedule"
 
 
@@ -8,7 +8,8 @@ def add_arguments(parser):
 
 
 def run(settings, args):
-    from ml_service.azure import pipeline_job
-    pipeline_job.create_schedule(settings, args.cron, dry_run=args.dry_run,
-                                 time_zone=args.time_zone)
+    from ml_service.azure import schedule
+
+    schedule.create_schedule(settings, args.cron, dry_run=args.dry_run,
+                             time_zone=args.time_zone)
     return 0

@@ -1,6 +1,5 @@
-"""stop: stop the local scoring servers that deploy started."""
+"""stop: stop the local scoring servers that deploy started (ml_service/targets/)."""
 from ml_service.config import TARGET_NAMES
-from ml_service.targets import get_target
 
 HELP = "stop a target's deployment (local: the server process)"
 
@@ -9,12 +8,8 @@ def add_arguments(parser):
     parser.add_argument("--target", default="all", choices=[*TARGET_NAMES, "all"])
 
 
-def stop(settings, target_name="all"):
-    for name in TARGET_NAMES if target_name == "all" else [target_name]:
-        get_target(name, settings).stop()
-        print(f"stop: {name} stopped")
-
-
 def run(settings, args):
-    stop(settings, args.target)
+    from ml_service import targets
+
+    targets.stop(settings, args.target)
     return 0

@@ -19,7 +19,7 @@ import urllib.error
 
 from ml_service import http_client
 from ml_service.errors import MlopsError
-from ml_service.targets import Deployment, http_status
+from ml_service.release import Deployment, http_status
 
 # Where scripts/container-engine.sh serves a registry (the demo and the tests push there);
 # not 5000, where `make ui` serves MLflow.
@@ -71,7 +71,7 @@ def _fail(command, result):
 class ContainerTarget:
     def __init__(self, name, settings):
         self.name = name
-        self.port = settings.target(name).port
+        self.port = settings.target_settings(name).port
         self.serving = settings.serving
         self.project = str(settings.project_root)
         # One name per project and target: two checkouts on one machine never collide.

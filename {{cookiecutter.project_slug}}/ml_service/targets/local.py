@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ml_service.errors import MlopsError
-from ml_service.targets import Deployment, http_status
+from ml_service.release import Deployment, http_status
 
 
 def _alive(pid):
@@ -64,7 +64,7 @@ def server_command(scoring_dir, model_dir, port, workers):
 class LocalTarget:
     def __init__(self, name, settings):
         self.name = name
-        self.port = settings.target(name).port
+        self.port = settings.target_settings(name).port
         self.serving = settings.serving
         self.state_dir = settings.project_root / ".mlops"
         self.state_file = self.state_dir / f"{name}.json"

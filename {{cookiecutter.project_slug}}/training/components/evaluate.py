@@ -2,9 +2,9 @@
 
 The challenger is the model from `train`; the champion is the registered version
 holding the `production` alias, looked up in the registry when the step runs (so a
-scheduled retraining compares with what is in production then). The decision comes
-from the same `decide` function as the local `evaluate` stage and is written to
-gate/decision.json, which `register` obeys.
+scheduled retraining compares with what is in production then). Scoring, decision
+and record come from training/gate.py, as for the local `evaluate` stage; the
+decision is written to gate/decision.json, which `register` obeys.
 
     python -m training.components.evaluate --data DATA --model MODEL --model-name NAME
         --min-r2 0.3 --min-improvement 0.005 --gate OUT
@@ -12,43 +12,27 @@ gate/decision.json, which `register` obeys.
 import argparse
 
 import mlflow
-import mlflow.sklearn
 from mlflow.tracking import MlflowClient
 
-from ml_service.config import GateSettings
-from ml_service.stages.evaluate import CHAMPION_ALIAS, champion_version, decide
-from training.components import (mlflow_model_dir, read_split, require_tracking,
-                                 write_json)
-from training.model import regression_metrics
+from training import gate
+from training.components import mlflow_model_dir, read_split, require_tracking, write_json
 
 
 def evaluate(data_dir, model_dir, gate_dir, model_name, min_r2, min_improvement):
     """Score challenger and champion on the test rows; write and return the decision."""
     require_tracking("evaluate")
     x_test, y_test = read_split(data_dir, "test")
-    challenger = regression_metrics(mlflow.sklearn.load_model(str(mlflow_model_dir(model_dir))),
-                                    x_test, y_test)
-    champion_mv = champion_version(MlflowClient(), model_name)
-    champion = None
-    if champion_mv is not None:
-        champion = regression_metrics(
-            mlflow.sklearn.load_model(f"models:/{model_name}/{champion_mv.version}"),
-            x_test, y_test)
-    gate = GateSettings(min_r2=min_r2, min_improvement=min_improvement)
-    decision = decide(challenger, champion, gate)
+    evaluation = gate.evaluate(MlflowClient(), str(mlflow_model_dir(model_dir)), model_name,
+                               x_test, y_test, min_r2, min_improvement)
     with mlflow.start_run():
-        mlflow.log_metrics({f"challenger_{k}": v for k, v in challenger.items()})
-        if champion is not None:
-            mlflow.log_metrics({f"champion_{k}": v for k, v in champion.items()})
-            mlflow.set_tag("champion_version", str(champion_mv.version))
-        mlflow.log_metric("gate_passed", int(decision.passed))
-        mlflow.set_tag("gate_reason", decision.reason)
+        gate.log(evaluation)
+    decision = evaluation.decision
     result = {"passed": decision.passed, "reason": decision.reason,
-              "challenger": challenger, "champion": champion,
-              "champion_version": None if champion_mv is None else str(champion_mv.version),
-              "champion_alias": CHAMPION_ALIAS}
+              "challenger": evaluation.challenger, "champion": evaluation.champion,
+              "champion_version": evaluation.champion_version,
+              "champion_alias": gate.CHAMPION_ALIAS}
     write_json(gate_dir, "decision.json", result)
-    print(f"evaluate: gate {'PASSED' if decision.passed else 'REJECTED'} - {decision.reason}")
+    print(f"evaluate: {decision.summary}")
     return result
 
 

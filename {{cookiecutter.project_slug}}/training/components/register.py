@@ -1,7 +1,7 @@
 """register: register the model if, and only if, the gate passed.
 
 The decision is read from evaluate's gate/decision.json and nothing overrides it.
-The version carries the same lineage tags as a locally registered one. The result
+The version carries the lineage tags of training/lineage.py, as a local one does. The result
 (version, or null when the gate rejected the model) goes to
 registration/registration.json, which `python -m ml_service` reads after the job.
 
@@ -12,8 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
-import mlflow
-
+from training import gate, lineage
 from training.components import mlflow_model_dir, read_json, require_tracking, write_json
 
 
@@ -24,22 +23,19 @@ def register(data_dir, model_dir, info_dir, gate_dir, registration_dir, model_na
     if not decision["passed"]:
         write_json(registration_dir, "registration.json",
                    {"model_version": None, "gate": "rejected", "reason": decision["reason"]})
-        print(f"register: skipped, the gate rejected the model: {decision['reason']}")
+        print(f"register: {gate.skipped_registration('the model', decision['reason'])}")
         return None
     require_tracking("register")
     info = read_json(info_dir, "train.json")
-    tags = {
-        "git_commit": git_commit,
+    tags = lineage.version_tags(
+        git_commit=git_commit,
         # The pipeline job's name; Azure ML sets it in every step of a pipeline.
-        "pipeline_run_id": os.environ.get("AZUREML_ROOT_RUN_ID", "unknown"),
-        "run_id": info["run_id"] or "unknown",
-        "data_fingerprint": read_json(data_dir, "data.json")["data_fingerprint"],
-        "gate_reason": decision["reason"],
-        **{name: str(value) for name, value in info["metrics"].items()},
-    }
+        pipeline_run_id=os.environ.get("AZUREML_ROOT_RUN_ID", "unknown"),
+        train_run_id=info["run_id"] or "unknown",
+        data_fingerprint=read_json(data_dir, "data.json")["data_fingerprint"],
+        gate_reason=decision["reason"], metrics=info["metrics"])
     source = Path(mlflow_model_dir(model_dir)).resolve().as_uri()
-    # Tags go in with the version itself, so no version exists without its lineage.
-    version = str(mlflow.register_model(source, model_name, tags=tags).version)
+    version = lineage.register(source, model_name, tags)
     write_json(registration_dir, "registration.json",
                {"model_version": version, "gate": "passed", "reason": decision["reason"]})
     print(f"register: {model_name} version {version} (git {git_commit[:12]})")

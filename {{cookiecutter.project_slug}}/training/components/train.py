@@ -5,9 +5,8 @@
 import argparse
 
 import mlflow
-import mlflow.sklearn
-from mlflow.models import infer_signature
 
+from training import lineage
 from training.components import read_json, read_split, tracking_configured, write_json
 from training.model import regression_metrics, train_model
 
@@ -18,12 +17,7 @@ def train(data_dir, model_dir, info_dir, alpha):
     x_test, y_test = read_split(data_dir, "test")
     model = train_model(x_train, y_train, alpha)
     metrics = regression_metrics(model, x_test, y_test)
-    # Explicit requirements: inferring them is slow and picks up unrelated packages.
-    mlflow.sklearn.save_model(
-        model, str(model_dir),
-        signature=infer_signature(x_train, model.predict(x_train)),
-        input_example=x_train.head(3),
-        pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True))
+    lineage.save_model(model, x_train, model_dir)
     run_id = None
     if tracking_configured():
         # Inside Azure ML this is the step's own run (MLFLOW_RUN_ID is set for the job).

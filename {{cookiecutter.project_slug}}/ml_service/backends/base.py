@@ -1,0 +1,39 @@
+"""What every backend is: the Backend interface, and the results both publish alike.
+
+Both backends publish the gate's decision and a rejected registration through the
+functions below, so the evaluate and register stages say the same words (and hand
+CI the same outputs) wherever training ran.
+"""
+from typing import Protocol
+
+from ml_service import report
+from training import gate
+
+
+class Backend(Protocol):
+    def train(self, dry_run: bool = False) -> str | None:
+        """Start a new pipeline run and publish its id (run_id); return it. With dry_run a
+        backend that would send something (Azure ML) prints its plan instead and returns
+        None; a local run sends nothing anywhere, so it trains."""
+
+    def evaluate(self, run_id: str | None = None) -> gate.GateDecision:
+        """Publish the gate's decision on pipeline run `run_id` (default: the newest)."""
+
+    def register(self, run_id: str | None = None) -> str | None:
+        """Publish the model version the run registered, or why none; return it or None."""
+
+    def train_gate_register(self, dry_run: bool = False) -> str | None:
+        """Train, gate and register in one go; return the new version or None. With
+        dry_run, only print the plan of what would be sent (nothing for a local run)."""
+
+
+def publish_gate(run_id, decision):
+    """The evaluate stage's result, wherever the gate ran."""
+    report.publish("evaluate", decision.summary,
+                   {"run_id": run_id, "gate": decision.verdict, "gate_reason": decision.reason})
+
+
+def publish_rejection(subject, reason):
+    """The register stage's result when the gate kept `subject` out of the registry."""
+    report.publish("register", gate.skipped_registration(subject, reason),
+                   {"model_version": None})

@@ -1,0 +1,67 @@
+"""Deploying: make a target run its desired state, and say what runs where.
+
+`deploy` with a version first sets the target's desired state to that version's
+release; without one, the target is reconciled to the desired state already in
+deploy/overlays/<target>/ (as promote and rollback leave it). `reconcile` is the
+step promote and rollback share.
+"""
+import json
+
+from ml_service import desired_state, report, tracking
+from ml_service.config import TARGET_NAMES
+from ml_service.errors import MlopsError
+from ml_service.releasing import registry, smoke
+from ml_service.targets import get_target
+
+
+def reconcile(settings, client, target_name):
+    """Deploy the target's desired state; move its alias; return the Deployment."""
+    state = desired_state.read(settings, target_name)
+    if not state.is_set:
+        raise MlopsError(f"No model version is set in the desired state of {target_name}.",
+                         f"Deploy one with `python -m ml_service deploy --target {target_name} "
+                         "--model-version N`, or promote one from staging.")
+    release = registry.release_for(client, settings, state.model_version)
+    deployment = get_target(target_name, settings).deploy(release)
+    client.set_registered_model_alias(settings.model.name, target_name, release.model_version)
+    return deployment
+
+
+def deploy(settings, target_name, version=None, dry_run=False):
+    """Deploy `version` (or the desired state) to the target; return the Deployment."""
+    client, _ = tracking.connect(settings)
+    if dry_run:
+        state = desired_state.read(settings, target_name)
+        release = registry.release_for(client, settings, version or state.model_version)
+        print(get_target(target_name, settings).plan(release))
+        return None
+    if version is not None:
+        release = registry.release_for(client, settings, version)
+        desired_state.write(settings, target_name, desired_state.DesiredState.of_release(release))
+    deployment = reconcile(settings, client, target_name)
+    report.publish("deploy", f"{target_name} serves {settings.model.name} version "
+                   f"{deployment.model_version} at {deployment.scoring_uri}",
+                   {"scoring_uri": deployment.scoring_uri,
+                    "model_version": deployment.model_version})
+    return deployment
+
+
+def summary(settings):
+    """One block saying what runs where, with a sample prediction from each target."""
+    payload = json.loads((settings.project_root / smoke.SAMPLE_REQUEST).read_text())
+    lines = ["", "Summary", f"  MLflow store: {settings.tracking.uri}",
+             "  Browse it:    make ui  (or: mlflow ui --backend-store-uri "
+             f"{settings.tracking.uri})"]
+    for name in TARGET_NAMES:
+        state = desired_state.read(settings, name)
+        target = get_target(name, settings)
+        deployment = target.status()
+        if deployment is None or not deployment.healthy or not state.is_set:
+            lines.append(f"  {name:<10}  not deployed")
+            continue
+        _, body, _ = smoke.score(deployment, target.request_headers(), payload)
+        digest = f"  {deployment.image_digest}" if deployment.image_digest else ""
+        lines.append(f"  {name:<10}  version {deployment.model_version}  {state.image}{digest}")
+        lines.append(f"  {'':<10}  {deployment.scoring_uri}  sample prediction: "
+                     f"{[round(p, 1) for p in body['predictions']]}")
+    print("\n".join(lines))

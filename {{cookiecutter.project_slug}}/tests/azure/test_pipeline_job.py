@@ -1,0 +1,143 @@
+"""The Azure ML pipeline job: built from the component files and checked offline.
+
+Nothing is sent: the job is built with the real SDK, validated, and written as the
+definition file a dry run leaves for `az ml job create`.
+"""
+import shutil
+from pathlib import Path
+
+import pytest
+from azure.ai.ml import load_component, load_environment, load_job
+
+from ml_service.azure import bindings, pipeline_job, workspace
+from ml_service.backends.azureml import AzureMLBackend
+from ml_service.errors import MlopsError
+from tests.helpers.azure_fakes import azure_settings
+from tests.helpers.azureml_fakes import settings_of_a_copy
+from tests.helpers.project import PROJECT_ROOT
+
+COMPONENTS = PROJECT_ROOT / "training" / "components"
+binding = bindings.shown  # "parent.jobs.x" -> the binding as written in YAML
+
+
+@pytest.fixture
+def az(settings):
+    """Settings of the real project (its components), with the Azure keys filled in."""
+    return azure_settings(settings, project_root=PROJECT_ROOT)
+
+
+@pytest.fixture
+def job(az):
+    return pipeline_job.build_pipeline(az, "0123abc")
+
+
+def test_components_load_with_their_declared_inputs_and_outputs():
+    types_of = {}
+    for step in pipeline_job.STEPS:
+        component = load_component(source=COMPONENTS / f"{step}.yml")
+        assert component.code == "../.."
+        assert component.environment.image.startswith("mcr.microsoft.com/azureml/")
+        types_of[step] = {name: port.type for name, port in
+                          {**component.inputs, **component.outputs}.items()}
+    assert types_of["prep_data"] == {"test_size": "number", "random_seed": "integer",
+                                     "data": "uri_folder"}
+    assert types_of["train"]["model"] == "mlflow_model"
+    assert types_of["evaluate"]["model"] == "mlflow_model"
+    assert types_of["evaluate"]["gate"] == "uri_folder"
+    assert types_of["register"]["registration"] == "uri_folder"
+
+
+def test_environment_loads_and_pins_what_azureml_mlflow_accepts():
+    environment = load_environment(source=COMPONENTS / "environment.yml")
+    pip = next(dep["pip"] for dep in environment.conda_file["dependencies"]
+               if isinstance(dep, dict))
+    assert "mlflow-skinny==3.15.0" in pip  # azureml-mlflow requires mlflow-skinny <= 3.15.0
+    assert any(package.startswith("azureml-mlflow==") for package in pip)
+    assert {"scikit-learn", "skops", "pandas", "pyarrow"} <= {p.split("==")[0] for p in pip}
+
+
+def test_pipeline_validates_and_wires_the_steps_in_order(job, az):
+    assert job._validate().passed
+    assert list(job.jobs) == list(pipeline_job.STEPS)
+    spec = job._to_dict()
+    assert bindings.binding_problems(spec) == []
+    steps = spec["jobs"]
+    assert steps["train"]["inputs"]["data"]["path"] == binding(
+        "parent.jobs.prep_data.outputs.data")
+    assert steps["evaluate"]["inputs"]["model"]["path"] == binding(
+        "parent.jobs.train.outputs.model")
+    # register acts on evaluate's decision: its gate input is evaluate's output.
+    assert steps["register"]["inputs"]["gate"]["path"] == binding(
+        "parent.jobs.evaluate.outputs.gate")
+    assert spec["settings"]["default_compute"] == f"azureml:{az.azure.compute_name}"
+    assert spec["experiment_name"] == az.model.experiment
+    assert set(spec["outputs"]) == set(pipeline_job.OUTPUTS)
+
+
+def test_pipeline_inputs_come_from_the_settings(settings):
+    az = azure_settings(settings, project_root=PROJECT_ROOT, training={"alpha": 0.7},
+                        gate={"min_r2": 0.25})
+    inputs = pipeline_job.build_pipeline(az, "0123abc")._to_dict()["inputs"]
+    assert inputs == {"test_size": az.training.test_size,
+                      "random_seed": az.training.random_seed, "alpha": 0.7, "min_r2": 0.25,
+                      "min_improvement": az.gate.min_improvement,
+                      "model_name": az.model.name, "git_commit": "0123abc"}
+
+
+@pytest.mark.parametrize("path, value, complaint", [
+    (("jobs", "register", "inputs", "gate", "path"), "parent.jobs.evaluat.outputs.gate",
+     "names no step"),
+    (("jobs", "register", "inputs", "gate", "path"), "parent.jobs.evaluate.outputs.gates",
+     "is not an input or output of step evaluate"),
+    (("jobs", "train", "inputs", "alpha", "path"), "parent.inputs.alfa", "not a pipeline input"),
+    (("jobs", "train", "outputs", "model"), "parent.outputs.modle", "not a pipeline output"),
+])
+def test_binding_check_catches_references_to_nothing(job, path, value, complaint):
+    spec = job._to_dict()
+    node = spec
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = binding(value)
+    [problem] = bindings.binding_problems(spec)
+    assert complaint in problem and value in problem
+
+
+def test_a_command_binding_to_an_undeclared_input_stops_the_build(tmp_path, settings):
+    shutil.copytree(COMPONENTS, tmp_path / "training" / "components")
+    train_yml = tmp_path / "training" / "components" / "train.yml"
+    train_yml.write_text(train_yml.read_text().replace("inputs.alpha" + "}", "inputs.alfa}"))
+    with pytest.raises(MlopsError, match="alfa") as raised:
+        pipeline_job.build_pipeline(azure_settings(settings, project_root=tmp_path), "abc")
+    assert "training/components" in raised.value.fix
+
+
+@pytest.fixture
+def az_copy(tmp_path, settings):
+    return settings_of_a_copy(settings, tmp_path)
+
+
+def test_dry_run_prints_the_plan_without_signing_in(az_copy, capsys, monkeypatch):
+    def no_credentials():
+        raise AssertionError("a dry run must not ask for credentials")
+
+    monkeypatch.setattr(workspace, "default_credential", no_credentials)
+    job = AzureMLBackend(az_copy).submit(dry_run=True)
+    out = capsys.readouterr().out
+    assert job.display_name == f"{az_copy.model.name}: train, evaluate, register"
+    assert "dry run: nothing is sent to Azure" in out
+    assert "cpu-cluster: AmlCompute Standard_DS3_v2, 0 to 2 nodes" in out
+    assert "prep_data -> train -> evaluate -> register" in out
+    assert "python -m training.components.register" in out
+    assert "build/azureml/training-pipeline.yml" in out
+
+
+def test_the_written_job_definition_loads_and_validates_as_a_job_file(az_copy):
+    AzureMLBackend(az_copy).submit(dry_run=True)
+    path = az_copy.project_root / "build" / "azureml" / "training-pipeline.yml"
+    assert str(az_copy.project_root) not in path.read_text()
+    job = load_job(source=path)
+    assert job._validate().passed
+    assert list(job.jobs) == list(pipeline_job.STEPS)
+    assert Path(path.parent, job.jobs["train"].component.code).resolve() == \
+        az_copy.project_root.resolve()
+    assert bindings.binding_problems(job._to_dict()) == []

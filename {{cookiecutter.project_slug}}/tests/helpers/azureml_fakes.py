@@ -1,0 +1,108 @@
+"""Stand-ins for the Azure ML job and schedule operations, and the compute routes.
+
+Compute calls go through the real MLClient to azure_fakes.FakeTransport (the request
+bodies are the SDK's own); job and schedule operations, which would upload the code
+snapshot to blob storage, are recorded by stand-ins at the operations level.
+"""
+import json
+import shutil
+import types
+from pathlib import Path
+
+from azure.ai.ml.exceptions import JobException
+from azure.core.exceptions import ResourceNotFoundError
+
+from ml_service.azure import workspace
+from tests.helpers.azure_fakes import FakeCredential, FakeTransport, arm_error, azure_settings
+from tests.helpers.project import PROJECT_ROOT
+
+COMPUTE = r"/computes/cpu-cluster\?"
+WORKSPACE = r"/workspaces/[^/?]+\?"
+
+
+def settings_of_a_copy(settings, folder):
+    """Azure settings of a copy of the project's training code in `folder` (dry runs
+    write build/azureml/ there)."""
+    shutil.copytree(PROJECT_ROOT / "training", folder / "training",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return azure_settings(settings, project_root=folder)
+
+
+class FakeJobs:
+    """The jobs operations: records the submission and plays a finished job back."""
+
+    def __init__(self, status="Completed", decision=None, registration=None,
+                 experiment="diabetes-mlops"):
+        self.submitted, self.streamed, self.downloads = [], [], []
+        self.experiment = experiment
+        self.status = status
+        self.files = {
+            "gate": ("decision.json", decision or {"passed": True, "reason": "good enough"}),
+            "registration": ("registration.json", registration or {"model_version": "3"}),
+        }
+
+    def create_or_update(self, job, experiment_name=None):
+        self.submitted.append((job, experiment_name))
+        return types.SimpleNamespace(name="sharp_job_42", status="NotStarted",
+                                     studio_url="https://ml.azure.com/runs/sharp_job_42")
+
+    def stream(self, name):
+        self.streamed.append(name)
+        if self.status == "Failed":
+            raise JobException(message="Job sharp_job_42 failed", no_personal_data_message="x")
+
+    def get(self, name):
+        if name == "no_such_job":
+            raise ResourceNotFoundError("The job was not found.")
+        return types.SimpleNamespace(name=name, status=self.status,
+                                     studio_url=f"https://ml.azure.com/runs/{name}")
+
+    def list(self):
+        def job(name, day, experiment=self.experiment, created_by="ml_service"):
+            return types.SimpleNamespace(
+                name=name, experiment_name=experiment, tags={"created_by": created_by},
+                creation_context=types.SimpleNamespace(created_at=f"2026-11-{day}T10:00:00"))
+
+        return [job("older_job", 20), job("newest_job", 22),
+                job("someone_elses", 23, created_by="studio"),
+                job("other_project", 24, experiment="other")]
+
+    def download(self, name, download_path, output_name):
+        self.downloads.append(output_name)
+        filename, content = self.files[output_name]
+        folder = Path(download_path) / "named-outputs" / output_name
+        folder.mkdir(parents=True)
+        (folder / filename).write_text(json.dumps(content))
+
+
+class FakeSchedules:
+    def __init__(self):
+        self.created = []
+
+    def begin_create_or_update(self, schedule):
+        self.created.append(schedule)
+        return types.SimpleNamespace(result=lambda: schedule)
+
+
+def client_with(az, routes, jobs=None, schedules=None):
+    """The real MLClient's compute operations over a fake transport, plus stand-ins."""
+    transport = FakeTransport(routes)
+    real = workspace.ml_client(az, credential=FakeCredential(), transport=transport)
+    client = types.SimpleNamespace(compute=real.compute, workspaces=real.workspaces,
+                                   jobs=jobs or FakeJobs(), schedules=schedules or FakeSchedules())
+    return client, transport
+
+
+EXISTING_COMPUTE = (200, {"name": "cpu-cluster", "properties": {
+    "computeType": "AmlCompute", "properties": {
+        "vmSize": "STANDARD_DS3_V2", "scaleSettings": {"minNodeCount": 0, "maxNodeCount": 2}}}})
+MISSING_COMPUTE = (404, arm_error("ResourceNotFound", "The compute was not found."))
+WORKSPACE_FOUND = (200, {"id": "/subscriptions/s/resourceGroups/rg/providers/"
+                               "Microsoft.MachineLearningServices/workspaces/w",
+                         "name": "w", "location": "westeurope", "properties": {}})
+
+
+def created_compute(request):
+    body = request.body
+    return 200, {**body, "name": "cpu-cluster",
+                 "properties": {**body["properties"], "provisioningState": "Succeeded"}}

@@ -1,0 +1,55 @@
+"""What many tests need: the project's root folder, a fresh copy of it, a free port and
+a git command."""
+import re
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+from ml_service import desired_state
+from ml_service.config import TARGET_NAMES, load_settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# What running the project leaves behind (stores, servers' state, build contexts,
+# caches): never copied into a test's project, so tests judge the code, not a used tree.
+WORKING_STATE = ("mlruns", ".mlops", "build", ".venv", ".git", "__pycache__",
+                 ".pytest_cache", "*.egg-info")
+
+
+def copy_project(destination, database, image_build="context-only"):
+    """Copy this project's files into `destination` as a fresh checkout would have them:
+    without working state, with an empty MLflow store (`database` copied) and with no
+    model version in any environment's desired state (a promotion here, e.g. by
+    `make demo`, must not change what tests see).
+
+    `image_build` is written as [image] build: "context-only" by default, so a test
+    that is not about the image never starts a docker build, even where an engine runs;
+    the container tests pass "auto"."""
+    shutil.copytree(PROJECT_ROOT, destination, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(*WORKING_STATE))
+    config = destination / "mlops.toml"
+    text, count = re.subn(r'(?m)^build = "auto"$', f'build = "{image_build}"',
+                          config.read_text())
+    assert count == 1, "mlops.toml must set [image] build = \"auto\" (the template's default)"
+    config.write_text(text)
+    (destination / "mlruns").mkdir()
+    shutil.copy(database, destination / "mlruns" / "mlflow.db")
+    settings = load_settings(destination / "mlops.toml", environ={})
+    for target in TARGET_NAMES:
+        image_name = desired_state.read(settings, target).image.rpartition(":")[0]
+        desired_state.write(settings, target, desired_state.DesiredState(
+            model_version=desired_state.UNSET_VERSION, image=f"{image_name}:unset",
+            image_digest=""))
+    return destination
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def git(folder, *args):
+    """Run git in `folder`; return its output (a failing command fails the test)."""
+    return subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True,
+                          text=True).stdout.strip()

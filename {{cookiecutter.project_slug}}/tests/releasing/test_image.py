@@ -1,0 +1,61 @@
+import os
+
+import pytest
+
+from ml_service.backends.local import LocalBackend
+from ml_service.config import load_settings
+from ml_service.errors import MlopsError
+from ml_service.releasing.image import build_image
+
+
+@pytest.fixture
+def docker_that_cannot_pull(tmp_path, monkeypatch):
+    """A `docker` on PATH whose engine answers but can neither find nor pull the base
+    image, as on a machine with Docker and no registry access; it logs every call."""
+    calls = tmp_path / "docker-calls.log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text(f"""#!/bin/sh
+echo "$@" >> {calls}
+case "$1" in
+  info) exit 0 ;;
+  image) echo "Error: No such image: $3" >&2; exit 1 ;;
+  pull) echo 'Error response from daemon: lookup registry-1.docker.io: no such host' >&2
+        exit 1 ;;
+  *) exit 99 ;;
+esac
+""")
+    docker.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return calls
+
+
+def registered_version(settings):
+    backend = LocalBackend(settings)
+    backend.train()
+    backend.evaluate()
+    return backend.register()
+
+
+def test_build_image_prepares_the_context_and_says_why_when_docker_cannot_build(
+        project, capsys, docker_that_cannot_pull):
+    settings = load_settings(project / "mlops.toml", environ={"MLOPS_IMAGE_BUILD": "auto"})
+    version = registered_version(settings)
+    release = build_image(settings, version)
+    out = capsys.readouterr().out
+    assert "the image was not built" in out
+    assert "cannot be pulled (Error response from daemon: lookup registry-1.docker.io" in out
+    assert (release.context_dir / "Dockerfile").is_file()
+    commands = [line.split()[0] for line in docker_that_cannot_pull.read_text().splitlines()]
+    assert "build" not in commands
+    with pytest.raises(MlopsError, match="--push needs an image built here, but the base"):
+        build_image(settings, version, push=True)
+
+
+def test_context_only_never_calls_docker(settings, capsys, docker_that_cannot_pull):
+    release = build_image(settings, registered_version(settings))
+    assert '[image] build is "context-only"' in capsys.readouterr().out
+    assert (release.context_dir / "Dockerfile").is_file()
+    assert release.image_digest == ""
+    assert not docker_that_cannot_pull.exists()

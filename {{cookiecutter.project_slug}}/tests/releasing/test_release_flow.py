@@ -1,0 +1,166 @@
+"""The release flow against real scoring servers: build-image, deploy, smoke-test,
+promote (with and without approval), automatic rollback and rollback.
+
+Training and image building are done once per module: `registered` holds versions 1
+(deliberately weak, alpha=1.0) and 2 (better), both built. Every test starts from its
+own copy of that project, with its own ports, brings the targets into the situation it
+needs and stops its servers at the end, so the tests depend neither on each other nor
+on their order.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+
+import pytest
+
+from ml_service import desired_state
+from ml_service.backends.local import LocalBackend
+from ml_service.config import load_settings
+from ml_service.errors import MlopsError
+from ml_service.releasing.deployment import deploy
+from ml_service.releasing.image import build_image
+from ml_service.releasing.promotion import promote, rollback
+from ml_service.releasing.smoke import smoke_test
+from ml_service.targets import get_target, stop
+from tests.helpers.project import copy_project, free_port, git
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory, migrated_database):
+    """A git checkout of a fresh copy of this project, versions 1 and 2 registered and
+    their images built. Tests use copies (`release_project`)."""
+    root = copy_project(tmp_path_factory.mktemp("registered") / "project", migrated_database)
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init")
+    for alpha in ("1.0", "0.1"):
+        settings = load_settings(root / "mlops.toml", environ={"MLOPS_TRAINING_ALPHA": alpha})
+        build_image(settings, LocalBackend(settings).train_gate_register())
+    return root
+
+
+@pytest.fixture
+def release_project(registered, tmp_path):
+    """This test's own copy of `registered`, with free ports; its servers stop after it."""
+    root = tmp_path / "project"
+    shutil.copytree(registered, root)
+    environ = {"MLOPS_STAGING_PORT": str(free_port()),
+               "MLOPS_PRODUCTION_PORT": str(free_port()),
+               "MLOPS_SERVING_WORKERS": "1"}
+    yield root, environ
+    stop(load_settings(root / "mlops.toml", environ=environ))
+
+
+def settings_for(release_project, **overrides):
+    root, environ = release_project
+    return load_settings(root / "mlops.toml", environ={**environ, **overrides})
+
+
+def in_production(settings, version):
+    """Deploy `version` to staging, smoke-test it and promote it (approved)."""
+    deploy(settings, "staging", version)
+    smoke_test(settings, "staging")
+    promote(settings, approved=True)
+
+
+def test_build_image_context_is_reproducible(release_project):
+    settings = settings_for(release_project)
+    first = build_image(settings, "1")
+    again = build_image(settings, "1")
+    assert first.context_digest == again.context_digest
+    assert first.context_digest.startswith("sha256:")
+    assert first.image.startswith(f"{settings.image.registry}/{settings.model.name.lower()}:1-")
+    assert (first.context_dir / "model" / "MLmodel").exists()
+    assert (first.context_dir / "score.py").exists()
+
+
+def test_unknown_model_version_is_refused(release_project):
+    with pytest.raises(MlopsError, match="no version '99'.*registered versions: 1, 2"):
+        deploy(settings_for(release_project), "staging", "99")
+
+
+def test_promote_without_approval_changes_nothing(release_project):
+    settings = settings_for(release_project)
+    deploy(settings, "staging", "1")
+    smoke_test(settings, "staging")
+    before = desired_state.read(settings, "production")
+    with pytest.raises(MlopsError, match="approval"):
+        promote(settings, approved=False)
+    assert desired_state.read(settings, "production") == before
+    assert get_target("production", settings).status() is None
+
+
+def test_approved_promotion_commits_and_serves(release_project):
+    root, _ = release_project
+    settings = settings_for(release_project)
+    in_production(settings, "1")
+    state = desired_state.read(settings, "production")
+    assert state.model_version == "1"
+    assert git(root, "log", "-1", "--format=%s") == \
+        f"Promote {settings.model.name} version 1 to production"
+    assert git(root, "status", "--porcelain", "deploy/overlays/production") == ""
+    assert get_target("production", settings).status().model_version == "1"
+
+
+def test_version_not_smoke_tested_on_staging_is_not_promoted(release_project):
+    settings = settings_for(release_project)
+    in_production(settings, "1")
+    deploy(settings, "staging", "2")
+    with pytest.raises(MlopsError, match="has not passed its staging smoke test"):
+        promote(settings, approved=True)
+    assert desired_state.read(settings, "production").model_version == "1"
+
+
+def test_failed_production_smoke_test_rolls_back(release_project):
+    root, _ = release_project
+    settings = settings_for(release_project)
+    in_production(settings, "1")
+    deploy(settings, "staging", "2")
+    smoke_test(settings, "staging")
+    # Production's latency bound is impossible to meet, so its smoke test fails.
+    strict = settings_for(release_project, MLOPS_PRODUCTION_SMOKE_MAX_LATENCY_MS="0.001")
+    with pytest.raises(MlopsError, match="rolled back.*serves version 1 again"):
+        promote(strict, approved=True)
+    assert desired_state.read(strict, "production").model_version == "1"
+    assert get_target("production", strict).status().model_version == "1"
+    smoke_test(settings, "production")
+    subjects = git(root, "log", "-2", "--format=%s").splitlines()
+    assert subjects[0].startswith("Roll back production to version 1")
+    assert subjects[1].startswith("Promote")
+
+
+def test_rollback_returns_to_the_previous_version(release_project):
+    settings = settings_for(release_project)
+    in_production(settings, "1")
+    in_production(settings, "2")
+    assert get_target("production", settings).status().model_version == "2"
+    assert rollback(settings) == "1"
+    assert desired_state.read(settings, "production").model_version == "1"
+    smoke_test(settings, "production")
+
+
+def test_dead_server_is_noticed(release_project):
+    root, _ = release_project
+    settings = settings_for(release_project)
+    with pytest.raises(MlopsError, match="Nothing is deployed to staging"):
+        smoke_test(settings, "staging")
+    deploy(settings, "staging", "1")
+    pid = json.loads((root / ".mlops" / "staging.json").read_text())["pid"]
+    os.killpg(pid, signal.SIGKILL)  # the server and its workers die without notice
+    os.waitpid(pid, 0)  # deploy ran in this process, so the dead server is ours to reap
+    with pytest.raises(MlopsError, match="not running any more"):
+        smoke_test(settings, "staging")
+
+
+def test_port_in_use_is_refused(release_project):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        settings = settings_for(release_project, MLOPS_STAGING_PORT=str(port))
+        with pytest.raises(MlopsError, match=f"Port {port} for staging is already in use"):
+            deploy(settings, "staging", "1")

@@ -1,0 +1,360 @@
+"""A real scoring server over HTTP on loopback, started as the local targets start it (the
+image's command, scoring/Dockerfile, but bound to 127.0.0.1).
+
+Each server is shared by its module's tests (startup takes 5-20 s); `--dist loadfile`
+(pyproject.toml) keeps the module on one xdist worker. Malformed requests go over raw sockets
+or http.client, so nothing in between repairs them.
+"""
+import concurrent.futures
+import contextlib
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ml_service.config import load_settings
+from ml_service.release import Release
+from ml_service.releasing.image import SCORING_FILES
+from ml_service.targets.local import LocalTarget, server_command
+from tests.helpers.scoring import (BAD_REQUEST_PARAMS, BAD_REQUESTS, ROW, SCORING_DIR, body,
+                                   save_model, strict_json)
+
+pytestmark = pytest.mark.slow
+
+HOST = "127.0.0.1"
+STARTUP_TIMEOUT = 180
+KEY = "test-key-0123456789abcdef"
+UNAUTHENTICATED_NOTICE = "No scoring key configured"
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def request(port, method="POST", path="/score", payload=None, content_type="application/json",
+            headers=None):
+    """Send one request; return (status, response headers, decoded JSON or raw text).
+
+    JSON bodies are parsed strictly (no NaN or Infinity), as strict clients do.
+    """
+    connection = http.client.HTTPConnection(HOST, port, timeout=30)
+    try:
+        headers = {**({"Content-Type": content_type} if content_type else {}), **(headers or {})}
+        if payload is not None:
+            payload = payload.encode() if isinstance(payload, str) else payload
+        connection.request(method, path, body=payload, headers=headers)
+        response = connection.getresponse()
+        text = response.read().decode()
+        kind = response.getheader("Content-Type", "")
+        return response.status, response.headers, strict_json(text) if "json" in kind else text
+    finally:
+        connection.close()
+
+
+def raw_exchange(port, head, body=b"", timeout=10):
+    """Send raw bytes; return (status, seconds until the status line arrived)."""
+    started = time.monotonic()
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(head + body)
+        status_line = sock.makefile("rb").readline()
+    return int(status_line.split()[1]), time.monotonic() - started
+
+
+def _stop(process):
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def start_server(work, request, **env):
+    """(port, log file) of a scoring server on a fresh port; stopped when the module ends."""
+    port = free_port()
+    environ = {key: value for key, value in os.environ.items()
+               if not key.startswith(("SCORING_", "GUNICORN_"))}
+    runtime_dir = work / f"run-{port}"  # gunicorn's files, apart from other servers'
+    runtime_dir.mkdir()
+    # One worker: the fewest threads to starve.
+    command, settings = server_command(SCORING_DIR, work / "model", port, workers=1)
+    environ.update(settings, MODEL_VERSION="test-1", XDG_RUNTIME_DIR=str(runtime_dir), **env)
+    log_path = work / f"server-{port}.log"
+    log = open(log_path, "wb")
+    process = subprocess.Popen(command, cwd=work, env=environ, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    request.addfinalizer(log.close)
+    request.addfinalizer(lambda: _stop(process))
+
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"The scoring server did not become healthy:\n"
+                        f"{log_path.read_text()[-3000:]}")
+        with contextlib.suppress(OSError):
+            if request_health(port):
+                return port, log_path
+        time.sleep(0.25)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """(work folder holding model/, fitted model, features)."""
+    work = tmp_path_factory.mktemp("scoring-server")
+    fitted, features = save_model(work / "model")
+    return work, fitted, features
+
+
+@pytest.fixture(scope="module")
+def server(model, request):
+    """(port, fitted model, features, log file) of a server with the default settings: no key."""
+    work, fitted, features = model
+    port, log_path = start_server(work, request)
+    return port, fitted, features, log_path
+
+
+@pytest.fixture(scope="module")
+def keyed_server(model, request, tmp_path_factory):
+    """(port, log file) of a server whose key comes from a file (as a Kubernetes secret is
+    mounted), with a 1 s body timeout."""
+    key_file = tmp_path_factory.mktemp("secret") / "scoring-key"
+    key_file.write_text(KEY + "\n")
+    return start_server(model[0], request, SCORING_KEY_FILE=str(key_file),
+                        SCORING_BODY_TIMEOUT="1")
+
+
+def request_health(port):
+    status, _, text = request(port, "GET", "/", content_type=None)
+    return status == 200 and text == "Healthy"
+
+
+def test_valid_request_gets_predictions(server):
+    port, fitted, features, _ = server
+    rows = features.head(10)
+    status, headers, result = request(port, payload=body(rows.to_numpy().tolist()))
+    assert (status, headers["Content-Type"]) == (200, "application/json")
+    assert result["model_version"] == "test-1"
+    np.testing.assert_allclose(result["predictions"], fitted.predict(rows), rtol=1e-12)
+
+
+def test_named_records_get_predictions(server):
+    port, fitted, features, _ = server
+    rows = features.head(3)
+    status, _, result = request(port, payload=body(rows.to_dict("records")))
+    assert status == 200
+    np.testing.assert_allclose(result["predictions"], fitted.predict(rows), rtol=1e-12)
+
+
+@pytest.mark.parametrize("payload, status, message", BAD_REQUEST_PARAMS)
+def test_bad_request_gets_4xx_and_a_strict_json_error(server, payload, status, message):
+    got_status, headers, result = request(server[0], payload=payload)
+    assert (got_status, headers["Content-Type"]) == (status, "application/json")
+    assert message in result["error"]
+
+
+def test_server_keeps_serving_after_every_kind_of_bad_request(server):
+    port = server[0]
+    for _, payload, status, _ in BAD_REQUESTS:
+        assert request(port, payload=payload)[0] == status
+    status, _, result = request(port, payload=body([ROW]))
+    assert status == 200 and len(result["predictions"]) == 1
+
+
+def test_body_that_is_not_utf8_gets_400(server):
+    status, _, result = request(server[0], payload=b'{"data": [["\xff\xfe"]]}')
+    assert status == 400
+    assert "UTF-8" in result["error"]
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "application/xml"])
+def test_body_without_json_content_type_gets_415(server, content_type):
+    status, _, result = request(server[0], payload=body([ROW]), content_type=content_type)
+    assert status == 415
+    assert "Content-Type: application/json" in result["error"]
+
+
+def test_json_content_type_with_charset_is_scored(server):
+    status, _, result = request(server[0], payload=body([ROW]),
+                                content_type="application/json; charset=utf-8")
+    assert status == 200 and len(result["predictions"]) == 1
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/score"), ("GET", "/score?data=[[0.01,0.01,0.01,0.01,0.01,0.01,0.01,0.01,0.01,0.01]]"),
+    ("OPTIONS", "/score")])
+def test_score_accepts_only_post(server, method, path):
+    status, headers, result = request(server[0], method, path, payload=body([ROW]))
+    assert (status, headers["Allow"]) == (405, "POST")
+    assert f"{method} is not allowed on /score: send a POST" in result["error"]
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+def test_methods_the_server_does_not_route_get_its_own_405(server, method):
+    # Refused by the server's Flask app before score.py (and without an Allow header).
+    status, headers, result = request(server[0], method, "/score", payload=body([ROW]))
+    assert (status, headers["Content-Type"]) == (405, "application/json")
+    assert "not allowed" in result["message"]
+
+
+def test_oversized_body_gets_413_before_it_is_sent(server):
+    # Only the headers: a server that waited for the 100 MB would not answer at all.
+    status, seconds = raw_exchange(
+        server[0], b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: 100000000\r\n\r\n")
+    assert status == 413 and seconds < 5
+
+
+def test_oversized_chunked_body_gets_413(server):
+    chunk = b" " * 65536
+    body_bytes = (b"%x\r\n" % len(chunk) + chunk + b"\r\n") * 20 + b"0\r\n\r\n"
+    status, _ = raw_exchange(
+        server[0], b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n", body_bytes)
+    assert status == 413
+
+
+class SlowUpload:
+    """A client sending a request body at a trickle (or not at all) in a background thread."""
+
+    def __init__(self, port, head, step=b" " * 1000, interval=0.1):
+        self.sock = socket.create_connection((HOST, port))
+        self.sock.sendall(head)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._trickle, args=(step, interval), daemon=True)
+        self.thread.start()
+
+    def _trickle(self, step, interval):
+        while step and not self.stopped.wait(interval):
+            try:
+                self.sock.sendall(step)
+            except OSError:
+                return
+
+    def close(self):
+        self.stopped.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def slow_uploads(port):
+    """Two slow clients: 10 MB announced and sent at 10 kB/s, and a small body that stalls."""
+    head = b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    return [SlowUpload(port, head + b"Content-Length: 10000000\r\n\r\n"),
+            SlowUpload(port, head + b'Content-Length: 300\r\n\r\n{"data": [', step=b"")]
+
+
+def timed_request(port, headers=None):
+    started = time.monotonic()
+    status = request(port, payload=body([ROW]), headers=headers)[0]
+    return status, time.monotonic() - started
+
+
+def test_slow_uploads_do_not_starve_good_requests(server):
+    port = server[0]
+    uploads = slow_uploads(port)
+    try:
+        time.sleep(1)  # the slow clients are in
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: timed_request(port), range(4)))
+    finally:
+        for upload in uploads:
+            upload.close()
+    assert [status for status, _ in answers] == [200] * 4
+    assert max(seconds for _, seconds in answers) < 3
+
+
+def test_stalled_body_gets_408_after_the_body_timeout(keyed_server):
+    port = keyed_server[0]
+    head = (b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: 300\r\n\r\n")
+    status, seconds = raw_exchange(port, head, b'{"data": [')
+    assert status == 408
+    assert 1 <= seconds < 3
+
+
+def listening_addresses(port):
+    """The local IPv4 addresses listening on `port`, from /proc/net/tcp (Linux)."""
+    addresses = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            addresses.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return addresses
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc/net/tcp")
+def test_server_listens_on_loopback_only(server):
+    assert listening_addresses(server[0]) == {HOST}
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc/net/tcp")
+def test_local_target_serves_its_build_context_on_loopback_only(model, project):
+    # The build context as build-image assembles it: the scoring files and model/.
+    context = project / "build" / "context"
+    context.mkdir(parents=True)
+    for name in SCORING_FILES:
+        shutil.copy2(SCORING_DIR / name, context / name)
+    shutil.copytree(model[0] / "model", context / "model")
+    settings = load_settings(project / "mlops.toml", environ={
+        "MLOPS_STAGING_PORT": str(free_port()), "MLOPS_SERVING_WORKERS": "1"})
+    target = LocalTarget("staging", settings)
+    try:
+        deployment = target.deploy(Release("model", "4", "image", "", "", context))
+        assert deployment.healthy
+        assert listening_addresses(target.port) == {HOST}
+        status, _, result = request(target.port, payload=body([ROW]))
+        assert (status, result["model_version"]) == (200, "4")
+    finally:
+        target.stop()
+
+
+def test_open_server_says_once_at_startup_that_it_is_unauthenticated(server):
+    log = server[3].read_text()
+    assert log.count(UNAUTHENTICATED_NOTICE) == 1, log[-3000:]
+
+
+@pytest.mark.parametrize("headers, problem", [
+    ({}, "needs a key"),
+    ({"Authorization": "Bearer wrong-key-0123456789abcdef"}, "not valid"),
+    ({"Authorization": f"Basic {KEY}"}, "needs a key"),
+    ({"Authorization": f"Bearer {KEY}x"}, "not valid"),
+])
+def test_request_without_the_key_gets_401(keyed_server, headers, problem):
+    status, response_headers, result = request(keyed_server[0], payload=body([ROW]),
+                                               headers=headers)
+    assert status == 401
+    assert response_headers["WWW-Authenticate"].startswith("Bearer")
+    assert problem in result["error"]
+
+
+def test_request_with_the_key_is_scored(keyed_server):
+    status, _, result = request(keyed_server[0], payload=body([ROW]),
+                                headers={"Authorization": f"Bearer {KEY}"})
+    assert status == 200 and len(result["predictions"]) == 1
+
+
+def test_health_route_stays_open_with_a_key(keyed_server):
+    assert request_health(keyed_server[0])
+
+
+def test_key_never_reaches_the_log(keyed_server):
+    port, log_path = keyed_server
+    request(port, payload=body([ROW]), headers={"Authorization": f"Bearer {KEY}"})
+    request(port, payload=body([ROW]), headers={"Authorization": f"Bearer {KEY}x"})
+    log = log_path.read_text()
+    assert "Scoring key required" in log
+    assert KEY not in log
+    assert UNAUTHENTICATED_NOTICE not in log

@@ -1,0 +1,157 @@
+"""The training pipeline's steps, run here exactly as their component YAML makes Azure ML run them.
+
+Each step's command is read from training/components/<step>.yml, its bindings are
+replaced with local folders and values, and the module's main() is called with the
+resulting arguments, against a local MLflow store in place of the workspace's.
+"""
+import json
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from training.components import evaluate, prep_data, register, train
+from training.gate import CHAMPION_ALIAS
+from tests.helpers.project import PROJECT_ROOT
+
+COMPONENTS = PROJECT_ROOT / "training" / "components"
+MODULES = {"prep_data": prep_data, "train": train, "evaluate": evaluate, "register": register}
+BINDING = re.compile(r"\$\{\{\s*(inputs|outputs)\.(\w+)\s*\}\}")
+
+
+def component(step):
+    return yaml.safe_load((COMPONENTS / f"{step}.yml").read_text())
+
+
+def arguments(step, values):
+    """The step's command from its YAML, bindings replaced by `values`; returns (module, argv)."""
+    spec = component(step)
+    declared = {**spec.get("inputs", {}), **spec.get("outputs", {})}
+
+    def fill(match):
+        name = match.group(2)
+        assert name in declared, f"{step}.yml binds {name}, which it does not declare"
+        return shlex.quote(str(values[name]))
+
+    words = shlex.split(BINDING.sub(fill, spec["command"]))
+    assert words[:2] == ["python", "-m"]
+    return words[2], words[3:]
+
+
+def run_step(step, values):
+    module, argv = arguments(step, values)
+    assert module == f"training.components.{step}"
+    MODULES[step].main(argv)
+
+
+@pytest.fixture
+def store(tmp_path, migrated_database, monkeypatch):
+    """A local MLflow store standing in for the workspace's (Azure ML sets this variable)."""
+    database = tmp_path / "mlflow.db"
+    database.write_bytes(migrated_database.read_bytes())
+    uri = f"sqlite:///{database}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("AZUREML_ROOT_RUN_ID", "pipeline-job-1")
+    monkeypatch.chdir(tmp_path)  # MLflow puts local run artifacts under the working folder
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def run_pipeline(folder, settings, git_commit="0123456789abcdef"):
+    """The four steps in order, as the pipeline job wires them; returns the output folders."""
+    out = {name: folder / name for name in ("data", "model", "info", "gate", "registration")}
+    out["model"].mkdir(parents=True)  # Azure ML creates output folders before the step runs
+    training, gate = settings.training, settings.gate
+    run_step("prep_data", {"test_size": training.test_size, "random_seed": training.random_seed,
+                           "data": out["data"]})
+    run_step("train", {"data": out["data"], "alpha": training.alpha, "model": out["model"],
+                       "info": out["info"]})
+    run_step("evaluate", {"data": out["data"], "model": out["model"],
+                          "model_name": settings.model.name, "min_r2": gate.min_r2,
+                          "min_improvement": gate.min_improvement, "gate": out["gate"]})
+    run_step("register", {"data": out["data"], "model": out["model"], "info": out["info"],
+                          "gate": out["gate"], "model_name": settings.model.name,
+                          "git_commit": git_commit, "registration": out["registration"]})
+    return out
+
+
+def read(folder, name):
+    return json.loads((folder / name).read_text())
+
+
+def test_every_binding_of_every_command_is_declared():
+    for step in MODULES:
+        spec = component(step)
+        names = {name for _, name in BINDING.findall(spec["command"])}
+        assert names == set(spec.get("inputs", {})) | set(spec.get("outputs", {})), step
+
+
+def test_first_run_registers_a_version_with_the_local_lineage_tags(tmp_path, settings, store):
+    out = run_pipeline(tmp_path / "run1", settings)
+    assert read(out["gate"], "decision.json")["passed"] is True
+    assert read(out["registration"], "registration.json")["model_version"] == "1"
+    version = store.get_model_version(settings.model.name, "1")
+    # The same tags as a version registered by the local `register` stage.
+    assert {"git_commit", "pipeline_run_id", "run_id", "data_fingerprint", "gate_reason",
+            "rmse", "mae", "r2"} <= set(version.tags)
+    assert version.tags["pipeline_run_id"] == "pipeline-job-1"
+    assert version.tags["data_fingerprint"] == read(out["data"], "data.json")["data_fingerprint"]
+    train_run = store.get_run(version.tags["run_id"])
+    assert float(version.tags["rmse"]) == pytest.approx(train_run.data.metrics["rmse"])
+    assert (out["model"] / "MLmodel").is_file()
+
+
+def test_identical_retrain_is_rejected_against_the_production_champion(
+        tmp_path, settings, store):
+    run_pipeline(tmp_path / "run1", settings)
+    store.set_registered_model_alias(settings.model.name, CHAMPION_ALIAS, "1")
+    out = run_pipeline(tmp_path / "run2", settings)
+    decision = read(out["gate"], "decision.json")
+    assert decision["passed"] is False and decision["champion_version"] == "1"
+    assert decision["champion"]["rmse"] == pytest.approx(decision["challenger"]["rmse"])
+    assert read(out["registration"], "registration.json") == {
+        "model_version": None, "gate": "rejected", "reason": decision["reason"]}
+    assert [str(mv.version) for mv in store.search_model_versions(
+        f"name='{settings.model.name}'")] == ["1"]
+
+
+def test_register_obeys_a_rejecting_gate_whatever_the_model(tmp_path, settings, store):
+    """Unlike templates that force the flag on, nothing here overrides the decision."""
+    out = run_pipeline(tmp_path / "run1", settings)
+    (out["gate"] / "decision.json").write_text(json.dumps({"passed": False,
+                                                           "reason": "rejected by a test"}))
+    registration = tmp_path / "again"
+    assert register.register(out["data"], out["model"], out["info"], out["gate"],
+                             registration, settings.model.name, "abc") is None
+    assert read(registration, "registration.json")["model_version"] is None
+    assert len(store.search_model_versions(f"name='{settings.model.name}'")) == 1
+
+
+def test_quality_floor_rejects_without_a_champion(tmp_path, settings, store):
+    out = tmp_path / "out"
+    prep_data.prep_data(out / "data", 0.2, 42)
+    train.train(out / "data", out / "model", out / "info", alpha=0.1)
+    decision = evaluate.evaluate(out / "data", out / "model", out / "gate",
+                                 settings.model.name, min_r2=0.99, min_improvement=0.005)
+    assert decision["passed"] is False and "below the floor" in decision["reason"]
+    assert decision["champion"] is None
+
+
+def test_evaluate_without_a_tracking_store_says_what_to_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(SystemExit, match="MLFLOW_TRACKING_URI"):
+        evaluate.evaluate(tmp_path, tmp_path, tmp_path, "m", 0.3, 0.005)
+
+
+def test_prep_data_runs_as_the_module_command_azure_ml_starts(tmp_path):
+    module, argv = arguments("prep_data", {"test_size": 0.25, "random_seed": 7,
+                                           "data": tmp_path / "data"})
+    result = subprocess.run([sys.executable, "-m", module, *argv], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    summary = read(tmp_path / "data", "data.json")
+    assert summary["test_size"] == 0.25 and summary["random_seed"] == 7
+    assert summary["train_rows"] + summary["test_rows"] == 442

@@ -1,0 +1,47 @@
+"""A model version's lineage: how the model is saved and the tags every version carries.
+
+The local stages (ml_service/backends/local.py) and the Azure ML steps (components/)
+both save and register through here, so a version carries the same files and tags
+wherever it was trained.
+"""
+import mlflow
+import mlflow.sklearn
+from mlflow.models import infer_signature
+
+
+def _model_files(model, x_train):
+    # Explicit requirements: inferring them costs ~20 s and picks up unrelated packages.
+    return {"signature": infer_signature(x_train, model.predict(x_train)),
+            "input_example": x_train.head(3),
+            "pip_requirements": mlflow.sklearn.get_default_pip_requirements(include_skops=True)}
+
+
+def log_model(model, x_train):
+    """Log `model` to the active run as the artifact `model`; return MLflow's ModelInfo."""
+    return mlflow.sklearn.log_model(model, name="model", **_model_files(model, x_train))
+
+
+def save_model(model, x_train, folder):
+    """Save `model` as an MLflow model folder (what an Azure ML step outputs)."""
+    mlflow.sklearn.save_model(model, str(folder), **_model_files(model, x_train))
+
+
+def version_tags(git_commit, pipeline_run_id, train_run_id, data_fingerprint, gate_reason,
+                 metrics):
+    """The tags of a registered version: where its code, data, run and decision came from."""
+    return {
+        "git_commit": git_commit,
+        "pipeline_run_id": pipeline_run_id,
+        "run_id": train_run_id,
+        "data_fingerprint": data_fingerprint,
+        "gate_reason": gate_reason,
+        **{name: str(value) for name, value in metrics.items()},
+    }
+
+
+def register(model_uri, model_name, tags):
+    """Register the model with its tags; return the new version.
+
+    The tags go in with the version itself, so no version exists without its lineage.
+    """
+    return str(mlflow.register_model(model_uri, model_name, tags=tags).version)
