@@ -2,6 +2,8 @@
 #   make demo  - bake a project with the default answers and run its whole pipeline
 #                locally, train to production (KEEP_SERVING=1 leaves the servers up)
 #   make test  - run the template's test suite (bakes projects and runs their own checks)
+#   make engine - a Docker engine, a local registry and the base image, so the suite's
+#                container tests run (they skip, saying why, without them)
 # Both create the virtualenv they need on first use; only Python 3.11+, git and make
 # must be installed.
 
@@ -12,7 +14,10 @@ TEMPLATE := {{cookiecutter.project_slug}}
 DEMO_DIR := build/demo
 DEMO_PROJECT := $(DEMO_DIR)/diabetes-mlops
 
-.PHONY: demo test clean
+# The base image of the bake whose full suite (with the container tests) runs: Python 3.11.
+ENGINE_BASE_IMAGE := python:3.11-slim-trixie
+
+.PHONY: demo test engine clean
 
 # uv resolves and installs the ~160 packages in seconds where pip takes minutes.
 $(INSTALLED): requirements-test.txt $(TEMPLATE)/requirements.txt $(TEMPLATE)/requirements-dev.txt
@@ -30,6 +35,9 @@ demo: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+engine:
+	"$(TEMPLATE)/scripts/container-engine.sh" $(ENGINE_BASE_IMAGE)
 
 clean:
 	rm -rf $(VENV) build

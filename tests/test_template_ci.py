@@ -26,15 +26,22 @@ def run(*command):
                           timeout=300, stdin=subprocess.DEVNULL)
 
 
-def test_there_is_a_template_workflow_running_make_test():
+def test_there_is_a_template_workflow_running_make_engine_then_make_test():
     assert [path.name for path in WORKFLOWS] == ["template-ci.yml"]
     text = WORKFLOWS[0].read_text()
     document = yaml.safe_load(text)
     # PyYAML reads the `on:` key as True (YAML 1.1).
     assert set(document[True]) == {"push", "pull_request"}
     assert document["permissions"] == {"contents": "read"}
-    assert any(step.get("run") == "make test" for job in document["jobs"].values()
-               for step in job["steps"])
+    runs = [step["run"] for job in document["jobs"].values() for step in job["steps"]
+            if "run" in step]
+    assert runs[-2:] == ["make engine", "make test"]
+
+
+def test_ci_run_provides_the_engine_then_runs_make_test():
+    commands = [line for line in (TEMPLATE_ROOT / ".ci" / "run").read_text().splitlines()
+                if line.startswith(("make", "exec"))]
+    assert commands == ["make engine", "exec env -u PYTHONDONTWRITEBYTECODE make test"]
 
 
 def test_template_workflow_matches_the_schema():

@@ -7,6 +7,11 @@ latency and the error rate, for single-row and batch requests. Run from the proj
 
     python benchmarks/load.py                     # a throwaway model from training/
     python benchmarks/load.py --model-dir PATH    # any MLflow model folder (MLmodel inside)
+    python benchmarks/load.py --container IMAGE   # also the scoring image, in Docker
+
+With --container, the image (e.g. the repository@sha256:... that build-image pushed) runs as
+a third server, published on a loopback port, and the other two serve the model copied out
+of it: process and container numbers side by side, for the same model, in one run.
 
 It is a measurement tool, not a test: it asserts nothing and only ever talks to loopback.
 """
@@ -26,6 +31,8 @@ import urllib.request
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+IMAGE_MODEL_DIR = "/var/azureml-app/model"  # where scoring/Dockerfile puts the model
+IMAGE_PORT = 5001  # what scoring/Dockerfile exposes
 MAX_DURATION = 300
 MAX_CONCURRENCY = 64
 MAX_WORKERS = 16
@@ -98,6 +105,27 @@ def server(name, command, health_url, log_dir, settings):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+
+
+def model_from_image(reference, folder):
+    """Copy the model baked into the scoring image `reference` to `folder`/model."""
+    created = subprocess.run(["docker", "create", reference], capture_output=True, text=True)
+    if created.returncode != 0:
+        raise SystemExit(f"Cannot use the image {reference}: {created.stderr.strip()}")
+    container = created.stdout.strip()
+    try:
+        subprocess.run(["docker", "cp", f"{container}:{IMAGE_MODEL_DIR}",
+                        str(Path(folder) / "model")], check=True, capture_output=True)
+    finally:
+        subprocess.run(["docker", "rm", container], capture_output=True)
+    return Path(folder) / "model"
+
+
+def container_pid(name):
+    """The host pid of a container's first process: its process group holds the server's
+    processes (Docker starts it in a session of its own), so group_cpu_seconds counts them."""
+    inspected = subprocess.run(["docker", "inspect", name], capture_output=True, text=True)
+    return json.loads(inspected.stdout)[0]["State"]["Pid"] if inspected.returncode == 0 else 0
 
 
 def group_cpu_seconds(group):
@@ -201,7 +229,11 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=2, help="azmlinfsrv workers (default 2)")
     parser.add_argument("--mlflow-workers", type=int,
                         help="mlflow models serve workers (default: as many as --workers)")
-    parser.add_argument("--only", choices=["azmlinfsrv", "mlflow"], help="start one server only")
+    parser.add_argument("--container", metavar="IMAGE",
+                        help="also load the scoring image IMAGE, run in Docker (default model: "
+                             "the one in the image)")
+    parser.add_argument("--only", nargs="+", choices=["azmlinfsrv", "mlflow", "container"],
+                        help="start only these servers")
     parser.add_argument("--host", default="127.0.0.1",
                         help="loopback address to load (default 127.0.0.1; others are refused)")
     args = parser.parse_args(argv)
@@ -216,7 +248,12 @@ def main(argv=None):
             parser.error(f"--{name} must be between {low} and {high}")
 
     with tempfile.TemporaryDirectory(prefix="scoring-bench-") as work:
-        model_dir = (args.model_dir or throwaway_model(work)).resolve()
+        if args.model_dir:
+            model_dir = args.model_dir.resolve()
+        elif args.container:
+            model_dir = model_from_image(args.container, work)
+        else:
+            model_dir = throwaway_model(work)
         if not (model_dir / "input_example.json").is_file():
             raise SystemExit(f"{model_dir} has no input_example.json to take rows from: "
                              "pass the folder of an MLflow model logged with input_example=")
@@ -225,7 +262,8 @@ def main(argv=None):
         batch = [rows[i % len(rows)] for i in range(args.batch)]
         scenarios = {"1 row": rows[:1], f"{args.batch} rows": batch}
 
-        azml_port, mlflow_port = free_port(host), free_port(host)
+        azml_port, mlflow_port, container_port = (free_port(host) for _ in range(3))
+        container_name = f"scoring-bench-{container_port}"
         url = f"http://{host}:"
         servers = {
             "azmlinfsrv": (
@@ -241,23 +279,37 @@ def main(argv=None):
                 # (about 5 ms of server CPU per request against 8 ms for dataframe_split).
                 lambda data: {"inputs": dict(zip(columns, map(list, zip(*data))))}),
         }
+        if args.container:
+            # Attached (no --detach): stopping this client stops the container (--sig-proxy).
+            servers["container"] = (
+                ["docker", "run", "--rm", "--name", container_name,
+                 "--publish", f"{host}:{container_port}:{IMAGE_PORT}",
+                 "--env", f"WORKER_COUNT={args.workers}", args.container], {},
+                container_port, f"{url}{container_port}/", "/score",
+                lambda data: {"data": data})
         if args.only:
-            servers = {args.only: servers[args.only]}
+            servers = {name: servers[name] for name in args.only if name in servers}
 
         results = {}
         with contextlib.ExitStack() as stack:
             # Start every server first (each takes 10-20 s to import and load), then load them
             # one at a time so they never compete for the CPU.
+            if "container" in servers:
+                stack.callback(subprocess.run, ["docker", "rm", "--force", container_name],
+                               capture_output=True)
             started = {name: stack.enter_context(server(name, command, health, work, settings))
                        for name, (command, settings, _, health, _, _) in servers.items()}
             for name, (process, url, log_name) in started.items():
                 wait_healthy(process, url, log_name)
+            groups = {name: process.pid for name, (process, _, _) in started.items()}
+            if "container" in groups:
+                groups["container"] = container_pid(container_name)
             # Alternate the servers, so a burst of other work on the machine hits both.
             for scenario, data in scenarios.items():
                 for name, (_, _, port, _, path, wrap) in servers.items():
                     results[name, scenario] = measure(
                         host, port, path, wrap(data), args.duration, args.concurrency,
-                        group=started[name][0].pid)
+                        group=groups[name])
                     print(f"  measured {name:<10} {scenario}", file=sys.stderr)
 
     print(f"\n{args.concurrency} connections, {args.duration:g} s per run, "
@@ -268,13 +320,20 @@ def main(argv=None):
     for (name, scenario), result in sorted(results.items()):
         print(f"| {name:<10} | {scenario:<9} | {result['req_s']:7.0f} | {result['p50']:7.1f} "
               f"| {result['p99']:7.1f} | {result['errors']:6.1%} | {result['cpu_ms']:17.2f} |")
-    if len(servers) == 2:
+    if {"azmlinfsrv", "mlflow"} <= set(servers):
         print()
         for scenario in scenarios:
             azml, mlflow = results["azmlinfsrv", scenario], results["mlflow", scenario]
             print(f"{scenario}: azmlinfsrv serves {azml['req_s'] / mlflow['req_s']:.2f}x the "
                   f"requests/s of mlflow, at {mlflow['cpu_ms'] / azml['cpu_ms']:.2f}x less CPU "
                   "per request")
+    if {"azmlinfsrv", "container"} <= set(servers):
+        print()
+        for scenario in scenarios:
+            process, container = results["azmlinfsrv", scenario], results["container", scenario]
+            print(f"{scenario}: the container serves {container['req_s'] / process['req_s']:.2f}x "
+                  "the requests/s of the process, at "
+                  f"{container['cpu_ms'] / process['cpu_ms']:.2f}x its CPU per request")
 
 
 if __name__ == "__main__":

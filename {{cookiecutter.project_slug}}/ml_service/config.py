@@ -60,6 +60,7 @@ class TrackingSettings:
 @dataclasses.dataclass(frozen=True)
 class ImageSettings:
     registry: str
+    build: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,9 @@ class ServingSettings:
     workers: int
     max_batch_size: int
     startup_timeout: float
+    # Limits of each container (kind = "container")
+    container_cpus: float
+    container_memory_mb: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,8 +138,10 @@ MODEL_NAME_RULE = (
 )
 
 BACKENDS = ("local", "azureml")
+IMAGE_BUILDS = ("auto", "context-only")
 TARGET_NAMES = ("staging", "production")
-TARGET_KINDS = {"staging": ("local", "aci"), "production": ("local", "aks")}
+TARGET_KINDS = {"staging": ("local", "container", "aci"),
+                "production": ("local", "container", "aks")}
 
 SECTIONS = {
     field.name: field.type
@@ -150,6 +156,7 @@ CONSTRAINTS = {
     ("gate", "min_improvement"): (lambda v: 0 <= v < 1, "a fraction between 0 and 1"),
     ("model", "name"): (lambda v: re.fullmatch(MODEL_NAME_PATTERN, v), MODEL_NAME_RULE),
     ("pipeline", "backend"): (lambda v: v in BACKENDS, " or ".join(map(repr, BACKENDS))),
+    ("image", "build"): (lambda v: v in IMAGE_BUILDS, " or ".join(map(repr, IMAGE_BUILDS))),
     ("azure", "compute_max_nodes"): (lambda v: 1 <= v <= 100, "between 1 and 100"),
     ("staging", "cpu"): (lambda v: 0 < v <= 4, "between 0 and 4 cores"),
     ("staging", "memory_gb"): (lambda v: 0 < v <= 16, "between 0 and 16 GB"),
@@ -161,6 +168,8 @@ CONSTRAINTS = {
     ("serving", "workers"): (lambda v: 1 <= v <= 32, "between 1 and 32"),
     ("serving", "max_batch_size"): (lambda v: v >= 1, "at least 1"),
     ("serving", "startup_timeout"): (lambda v: v > 0, "positive"),
+    ("serving", "container_cpus"): (lambda v: 0 < v <= 64, "between 0 and 64 cores"),
+    ("serving", "container_memory_mb"): (lambda v: v >= 256, "at least 256 MB"),
     **{(target, "kind"): (lambda v, t=target: v in TARGET_KINDS[t],
                           " or ".join(map(repr, TARGET_KINDS[target])))
        for target in TARGET_NAMES},

@@ -2,7 +2,8 @@
 
 A Release is one registered model version in one scoring image; a Deployment is a
 target's own report of what it serves; Target is the interface every kind of
-deployment target implements (targets/local.py, targets/aci.py, targets/aks.py).
+deployment target implements (targets/local.py, targets/container.py, targets/aci.py,
+targets/aks.py).
 Nothing here talks to MLflow or Azure: releasing/ reads Releases from the registry
 and moves them between targets. Every target takes its scoring key from the deploying
 environment the same way (`scoring_key`).
@@ -41,6 +42,7 @@ class Deployment:
     scoring_uri: str
     healthy: bool
     detail: str = ""
+    image_digest: str = ""   # the digest a container target runs ("" for other kinds)
 
 
 class Target(Protocol):

@@ -72,7 +72,8 @@ def summary(settings):
             lines.append(f"  {name:<10}  not deployed")
             continue
         _, body, _ = smoke.score(deployment, target.request_headers(), payload)
-        lines.append(f"  {name:<10}  version {deployment.model_version}  {state.image}")
+        digest = f"  {deployment.image_digest}" if deployment.image_digest else ""
+        lines.append(f"  {name:<10}  version {deployment.model_version}  {state.image}{digest}")
         lines.append(f"  {'':<10}  {deployment.scoring_uri}  sample prediction: "
                      f"{[round(p, 1) for p in body['predictions']]}")
     print("\n".join(lines))

@@ -3,8 +3,9 @@
 The context (score.py, its environment, the Dockerfile and the model files from
 the registry) gets a content digest, so the same model version and code always
 give the same context. Where Docker can build (an engine answers and the base
-image is present or pullable) the image is built (and pushed with --push);
-otherwise the reason and the exact build command are printed. The image reference
+image is present or pullable) and [image] build is "auto", the image is built
+(and pushed with --push, recording the registry digest); otherwise the reason and
+the exact build command are printed. The image reference
 and digests are recorded on the model version for deploy, promote and rollback.
 """
 import hashlib
@@ -60,23 +61,36 @@ def _swap_in(assembly, folder):
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _base_image(dockerfile):
-    """The image the Dockerfile builds FROM (its first FROM line)."""
+def base_image(dockerfile):
+    """The image the Dockerfile builds FROM (its first FROM line, with the defaults of
+    the ARGs declared before it filled in, e.g. FROM ${BASE_IMAGE})."""
+    defaults = {}
     for line in dockerfile.read_text().splitlines():
-        if line.upper().startswith("FROM "):
-            return line.split()[1]
+        keyword, _, rest = line.strip().partition(" ")
+        if keyword.upper() == "ARG" and "=" in rest:
+            name, _, value = rest.strip().partition("=")
+            defaults[name] = value.strip('"')
+        elif keyword.upper() == "FROM":
+            base = rest.split()[0]
+            for name, value in defaults.items():
+                base = base.replace("${" + name + "}", value).replace("$" + name, value)
+            return base
     raise MlopsError(f"{dockerfile} has no FROM line.", "Restore it from the template.")
 
 
-def build_blocker(dockerfile):
-    """Why no image can be built here (None if one can): a Docker client alone is not
-    enough, the engine must answer and the base image must be present or pullable."""
+def build_blocker(settings, dockerfile):
+    """Why no image is built here (None if one is): the settings may ask for the context
+    only; a Docker client alone is not enough, the engine must answer and the base image
+    must be present or pullable."""
+    if settings.image.build == "context-only":
+        return ('[image] build is "context-only" (set it to "auto", or '
+                'MLOPS_IMAGE_BUILD=auto, to build)')
     if not shutil.which("docker"):
         return "no docker command is installed"
     info = subprocess.run(["docker", "info"], capture_output=True, text=True, check=False)
     if info.returncode != 0:
         return "no Docker engine answers (`docker info` failed)"
-    base = _base_image(dockerfile)
+    base = base_image(dockerfile)
     for command in (["image", "inspect", base], ["pull", "--quiet", base]):
         attempt = subprocess.run(["docker", *command], capture_output=True, text=True,
                                  check=False)
@@ -93,6 +107,20 @@ def _docker(*args):
                          "Fix the error above; for a push, log in first with "
                          "`az acr login --name <registry>`.")
     return result.stdout
+
+
+def pushed_digest(image):
+    """The registry digest (sha256:...) of `image` after a push: the one of its
+    repository among the image's RepoDigests (an image can be in several registries)."""
+    repository = image.rpartition(":")[0]
+    repo_digests = json.loads(_docker("image", "inspect", image))[0]["RepoDigests"]
+    for reference in repo_digests:
+        name, _, digest = reference.partition("@")
+        if name == repository:
+            return digest
+    raise MlopsError(f"Docker reports no registry digest of {repository} after the push "
+                     f"(it knows {', '.join(repo_digests) or 'none'}).",
+                     "Push again; check that the registry answers.")
 
 
 def build_image(settings, version, push=False):
@@ -121,13 +149,14 @@ def build_image(settings, version, push=False):
     image = f"{settings.image.registry}/{settings.model.name.lower()}:{tag}"
     build_command = f"docker build --tag {image} {folder}"
     image_digest = ""
-    blocker = build_blocker(folder / "Dockerfile")
+    blocker = build_blocker(settings, folder / "Dockerfile")
     if blocker is None:
+        print(f"build-image: building {image} (a first build downloads the dependencies: "
+              "minutes)", flush=True)
         _docker("build", "--tag", image, str(folder))
         if push:
             _docker("push", image)
-            repo_digests = json.loads(_docker("image", "inspect", image))[0]["RepoDigests"]
-            image_digest = repo_digests[0].rpartition("@")[2]
+            image_digest = pushed_digest(image)
         message = f"built {image}" + (f" and pushed it ({image_digest})" if push else "")
     elif push:
         raise MlopsError(f"--push needs an image built here, but {blocker}.",

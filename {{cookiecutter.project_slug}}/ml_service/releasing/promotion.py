@@ -3,11 +3,12 @@
 `promote` is the approved move of the staging release to production, the GitOps way.
 "The staging release" is the version staging's committed desired state names
 (deploy/overlays/staging, committed by `deploy`) whose staging smoke test passed (tag
-smoke_test.staging); with --model-version N it must also be N. promote refuses
-without approval or otherwise, before changing anything. It writes production's
-desired state (same image, same digest) and commits it, reconciles production,
-smoke-tests it, and rolls back automatically if that fails: production ends on
-either the old or the new release, never in between. Promoting the version
+smoke_test.staging); with --model-version N it must also be N; where staging runs an
+image by digest, the version's recorded digest must be the one staging runs. promote
+refuses without approval or otherwise, before changing anything. It writes
+production's desired state (same image, same digest) and commits it, reconciles
+production, smoke-tests it, and rolls back automatically if that fails: production
+ends on either the old or the new release, never in between. Promoting the version
 production already runs changes nothing.
 
 `rollback` returns production to the release it ran before the current one. The
@@ -88,6 +89,20 @@ def already_in_production(settings, client, version):
     return deployment
 
 
+def staged_digest_matches(settings, release):
+    """Refuse a release whose recorded image is not the one staging runs (its image was
+    rebuilt after the smoke test). Only a target that runs images by digest reports one
+    (kind = "container")."""
+    staged = get_target("staging", settings).status()
+    if staged is not None and staged.image_digest not in ("", release.image_digest):
+        raise MlopsError(
+            f"Staging runs the image {staged.image_digest}, but version "
+            f"{release.model_version} now records {release.image_digest or 'no pushed image'} "
+            "(its image was rebuilt after the smoke test); production was not changed.",
+            "Deploy and smoke-test it on staging first: `python -m ml_service deploy --target "
+            f"staging --model-version {release.model_version}`.")
+
+
 @locked("production", "promote")
 def promote(settings, approved, model_version=None):
     """Promote the staging release (it must be `model_version` when given); return the
@@ -99,6 +114,7 @@ def promote(settings, approved, model_version=None):
     if previous.is_set and registry.same_version(previous.model_version, version):
         return already_in_production(settings, client, version)
     release = registry.release_for(client, settings, version)
+    staged_digest_matches(settings, release)
     if settings.production.promotion == "pr":
         return propose_by_pull_request(settings, client, release, previous)
     commit = commit_production(settings, release,

@@ -2,8 +2,9 @@
 
 A target is chosen by name (staging, production) and configured by kind in
 mlops.toml: `local` (local.py) runs the scoring server as a process on this
-machine; `aci` (aci.py, staging) and `aks` (aks.py, production) are the Azure
-targets. Each implements the Target interface of ml_service/release.py, and
+machine; `container` (container.py) runs the pushed image by digest on this
+machine's Docker engine; `aci` (aci.py, staging) and `aks` (aks.py, production)
+are the Azure targets. Each implements the Target interface of ml_service/release.py, and
 nothing above this package asks which kind it has.
 """
 from ml_service.config import TARGET_NAMES
@@ -19,6 +20,9 @@ def get_target(name, settings):
     if kind == "aks":
         from ml_service.targets.aks import AksTarget
         return AksTarget(name, settings)
+    if kind == "container":
+        from ml_service.targets.container import ContainerTarget
+        return ContainerTarget(name, settings)
     from ml_service.targets.local import LocalTarget
     return LocalTarget(name, settings)
 

@@ -1,5 +1,6 @@
 """What many tests need: the project's root folder, a fresh copy of it, a free port and
 a git command."""
+import re
 import shutil
 import socket
 import subprocess
@@ -15,13 +16,22 @@ WORKING_STATE = ("mlruns", ".mlops", "build", ".venv", ".git", "__pycache__",
                  ".pytest_cache", "*.egg-info")
 
 
-def copy_project(destination, database):
+def copy_project(destination, database, image_build="context-only"):
     """Copy this project's files into `destination` as a fresh checkout would have them:
     without working state, with an empty MLflow store (`database` copied) and with no
     model version in any environment's desired state (a promotion here, e.g. by
-    `make demo`, must not change what tests see)."""
+    `make demo`, must not change what tests see).
+
+    `image_build` is written as [image] build: "context-only" by default, so a test
+    that is not about the image never starts a docker build, even where an engine runs;
+    the container tests pass "auto"."""
     shutil.copytree(PROJECT_ROOT, destination, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns(*WORKING_STATE))
+    config = destination / "mlops.toml"
+    text, count = re.subn(r'(?m)^build = "auto"$', f'build = "{image_build}"',
+                          config.read_text())
+    assert count == 1, "mlops.toml must set [image] build = \"auto\" (the template's default)"
+    config.write_text(text)
     (destination / "mlruns").mkdir()
     shutil.copy(database, destination / "mlruns" / "mlflow.db")
     settings = load_settings(destination / "mlops.toml", environ={})

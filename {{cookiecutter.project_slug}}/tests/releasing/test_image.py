@@ -3,6 +3,7 @@ import os
 import pytest
 
 from ml_service.backends.local import LocalBackend
+from ml_service.config import load_settings
 from ml_service.errors import MlopsError
 from ml_service.releasing.image import build_image
 
@@ -10,37 +11,44 @@ from ml_service.releasing.image import build_image
 @pytest.fixture
 def docker_that_cannot_pull(tmp_path, monkeypatch):
     """A `docker` on PATH whose engine answers but can neither find nor pull the base
-    image, as on a machine with Docker and no registry access; it logs any build."""
-    builds = tmp_path / "docker-builds.log"
+    image, as on a machine with Docker and no registry access; it logs every call."""
+    calls = tmp_path / "docker-calls.log"
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     docker = bin_dir / "docker"
     docker.write_text(f"""#!/bin/sh
+echo "$@" >> {calls}
 case "$1" in
   info) exit 0 ;;
   image) echo "Error: No such image: $3" >&2; exit 1 ;;
   pull) echo 'Error response from daemon: lookup registry-1.docker.io: no such host' >&2
         exit 1 ;;
-  *) echo "$@" >> {builds}; exit 99 ;;
+  *) exit 99 ;;
 esac
 """)
     docker.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    return builds
+    return calls
 
 
-def test_build_image_prepares_the_context_and_says_why_when_docker_cannot_build(
-        settings, capsys, docker_that_cannot_pull):
+def registered_version(settings):
     backend = LocalBackend(settings)
     backend.train()
     backend.evaluate()
-    version = backend.register()
+    return backend.register()
+
+
+def test_build_image_prepares_the_context_and_says_why_when_docker_cannot_build(
+        project, capsys, docker_that_cannot_pull):
+    settings = load_settings(project / "mlops.toml", environ={"MLOPS_IMAGE_BUILD": "auto"})
+    version = registered_version(settings)
     release = build_image(settings, version)
     out = capsys.readouterr().out
     assert "the image was not built" in out
     assert "cannot be pulled (Error response from daemon: lookup registry-1.docker.io" in out
     assert (release.context_dir / "Dockerfile").is_file()
-    assert not docker_that_cannot_pull.exists()
+    commands = [line.split()[0] for line in docker_that_cannot_pull.read_text().splitlines()]
+    assert "build" not in commands
     with pytest.raises(MlopsError, match="--push needs an image built here, but the base"):
         build_image(settings, version, push=True)
 
@@ -59,3 +67,11 @@ def test_partial_model_download_is_refused_and_the_built_context_kept(settings):
         build_image(settings, version)
     assert {path: path.read_bytes() for path in release.context_dir.rglob("*")
             if path.is_file()} == served
+
+
+def test_context_only_never_calls_docker(settings, capsys, docker_that_cannot_pull):
+    release = build_image(settings, registered_version(settings))
+    assert '[image] build is "context-only"' in capsys.readouterr().out
+    assert (release.context_dir / "Dockerfile").is_file()
+    assert release.image_digest == ""
+    assert not docker_that_cannot_pull.exists()

@@ -1,0 +1,272 @@
+"""The scoring image on a real Docker engine and a real registry: build-image builds it
+from the unmodified Dockerfile and pushes it, and the container targets run it by digest.
+
+Two images are built once per session (versions 1 and 2 of the model; the second build
+reuses the dependency layers) and pushed to the registry of scripts/container-engine.sh
+on 127.0.0.1:5050. Every test then works on its own copy of that project, on its own
+ports, and removes its containers at the end. Without an engine, a registry or the base
+image, the tests skip and say which is missing (`make engine` provides all three where
+the machine allows it).
+"""
+import json
+import shutil
+import socket
+import urllib.error
+import urllib.request
+
+import pytest
+
+from ml_service import tracking
+from ml_service.backends.local import LocalBackend
+from ml_service.config import load_settings
+from ml_service.errors import MlopsError
+from ml_service.release import Release
+from ml_service.releasing import registry
+from ml_service.releasing.deployment import deploy
+from ml_service.releasing.image import base_image, build_blocker, build_image
+from ml_service.releasing.promotion import promote, rollback
+from ml_service.releasing.smoke import smoke_test
+from ml_service.stages.pipeline import container_settings as pipeline_container_settings
+from ml_service.targets import get_target, stop
+from ml_service.targets.container import (LOCAL_REGISTRY, ContainerTarget, docker,
+                                          engine_blocker, registry_blocker)
+from tests.helpers.project import PROJECT_ROOT, copy_project, free_port, git
+from tests.helpers.scoring import BAD_REQUESTS
+
+CONTAINERS = {"MLOPS_IMAGE_REGISTRY": LOCAL_REGISTRY, "MLOPS_STAGING_KIND": "container",
+              "MLOPS_PRODUCTION_KIND": "container"}
+# The layers scoring/Dockerfile adds to its base (the dependencies, score.py, the model)
+# measured 380 MB: a bound a little above, so a heavier dependency set is noticed.
+ADDED_LAYERS_MAX_MB = 420
+
+
+def real_containers(test):
+    """Builds, pushes and runs real images: slow, and selectable alone (-m container)."""
+    return pytest.mark.slow(pytest.mark.container(test))
+
+
+def blocker(settings):
+    return (engine_blocker() or registry_blocker(LOCAL_REGISTRY)
+            or build_blocker(settings, PROJECT_ROOT / "scoring" / "Dockerfile"))
+
+
+@pytest.fixture(scope="session")
+def pushed(tmp_path_factory, migrated_database):
+    """A git checkout with versions 1 (alpha 1.0) and 2 (alpha 0.1) registered, their
+    images built and pushed to the local registry. Nothing runs. Tests copy it."""
+    root = copy_project(tmp_path_factory.mktemp("containers") / "project", migrated_database,
+                        image_build="auto")
+    reason = blocker(load_settings(root / "mlops.toml", environ=CONTAINERS))
+    if reason:
+        pytest.skip(f"no container tests: {reason}. `make engine` provides what it can (a "
+                    "stand-in base image where the official one cannot be pulled: Python "
+                    "3.11 only)")
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init")
+    for alpha in ("1.0", "0.1"):
+        settings = load_settings(root / "mlops.toml",
+                                 environ={**CONTAINERS, "MLOPS_TRAINING_ALPHA": alpha})
+        build_image(settings, LocalBackend(settings).train_gate_register(), push=True)
+    return root
+
+
+@pytest.fixture
+def container_settings(pushed, tmp_path):
+    """Settings of this test's own copy of `pushed`, on free ports; every container it
+    starts is removed at the end."""
+    root = tmp_path / "project"
+    shutil.copytree(pushed, root, symlinks=True)
+    environ = {**CONTAINERS, "MLOPS_STAGING_PORT": str(free_port()),
+               "MLOPS_PRODUCTION_PORT": str(free_port()), "MLOPS_SERVING_WORKERS": "1"}
+
+    def settings(**overrides):
+        return load_settings(root / "mlops.toml", environ={**environ, **overrides})
+    yield settings
+    stop(settings())
+
+
+def recorded(settings, version):
+    return registry.release_for(tracking.connect(settings)[0], settings, version)
+
+
+def inspect(target):
+    return json.loads(docker("inspect", target.container_name).stdout)[0]
+
+
+def post(uri, payload):
+    request = urllib.request.Request(uri, data=payload.encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def registry_digest(image):
+    """The digest the registry itself gives the pushed manifest of `image` (repo:tag)."""
+    repository, _, tag = image.removeprefix(f"{LOCAL_REGISTRY}/").rpartition(":")
+    request = urllib.request.Request(
+        f"http://{LOCAL_REGISTRY}/v2/{repository}/manifests/{tag}", method="HEAD",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.headers["Docker-Content-Digest"]
+
+
+@real_containers
+def test_image_is_pushed_and_its_registry_digest_recorded(container_settings):
+    settings = container_settings()
+    release = recorded(settings, "2")
+    assert release.image.startswith(f"{LOCAL_REGISTRY}/{settings.model.name.lower()}:2-")
+    assert release.image_digest == registry_digest(release.image)
+    assert release.image_digest != recorded(settings, "1").image_digest
+
+
+@real_containers
+def test_image_holds_the_pinned_packages_and_stays_small(container_settings):
+    settings = container_settings()
+    reference = ContainerTarget("staging", settings).reference(recorded(settings, "2"))
+    pins = dict(line.split("==") for line in
+                (PROJECT_ROOT / "scoring" / "requirements.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    script = ("import importlib.metadata as m, json, sys; "
+              "print(json.dumps({n: m.version(n) for n in sys.argv[1:]}))")
+    ran = docker("run", "--rm", "--entrypoint", "python", reference, "-c", script, *pins)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout) == pins
+    image, base = (json.loads(docker("image", "inspect", name).stdout)[0]
+                   for name in (reference, base_image(PROJECT_ROOT / "scoring" / "Dockerfile")))
+    assert (image["Size"] - base["Size"]) / 1e6 < ADDED_LAYERS_MAX_MB
+
+
+@real_containers
+def test_container_runs_non_root_read_only_limited_and_turns_healthy(container_settings):
+    settings = container_settings()
+    deployment = deploy(settings, "staging", "2")
+    assert deployment.healthy and deployment.model_version == "2"
+    target = get_target("staging", settings)
+    info = inspect(target)
+    assert info["State"]["Health"]["Status"] == "healthy"  # the image's own HEALTHCHECK
+    assert docker("exec", target.container_name, "id", "-u").stdout.strip() == "10001"
+    assert info["HostConfig"]["ReadonlyRootfs"] is True
+    assert info["HostConfig"]["Memory"] == settings.serving.container_memory_mb * 2 ** 20
+    assert info["HostConfig"]["NanoCpus"] == settings.serving.container_cpus * 1e9
+    assert info["Config"]["Image"] == f"{recorded(settings, '2').image.rpartition(':')[0]}@" \
+                                      f"{recorded(settings, '2').image_digest}"
+
+
+@real_containers
+def test_score_answers_and_a_bad_request_gets_its_4xx(container_settings):
+    settings = container_settings()
+    uri = deploy(settings, "staging", "1").scoring_uri
+    sample = (settings.project_root / "scoring" / "sample-request.json").read_text()
+    status, body = post(uri, sample)
+    assert status == 200 and body["model_version"] == "1" and len(body["predictions"]) == 2
+    for _, payload, expected, message in BAD_REQUESTS[:3] + BAD_REQUESTS[-3:]:
+        status, body = post(uri, payload)
+        assert status == expected and message in body["error"]
+
+
+@real_containers
+def test_promotion_runs_the_recorded_digest_in_staging_and_production(container_settings):
+    settings = container_settings()
+    deploy(settings, "staging", "2")
+    smoke_test(settings, "staging")
+    promote(settings, approved=True)
+    digest = recorded(settings, "2").image_digest
+    running = {name: get_target(name, settings).status() for name in ("staging", "production")}
+    assert {name: (d.healthy, d.image_digest) for name, d in running.items()} == {
+        "staging": (True, digest), "production": (True, digest)}
+    images = {inspect(get_target(name, settings))["Image"] for name in running}
+    assert len(images) == 1  # one image, two containers
+
+
+@real_containers
+def test_rollback_returns_production_to_the_previous_digest(container_settings):
+    settings = container_settings()
+    deploy(settings, "production", "1")
+    deploy(settings, "staging", "2")
+    smoke_test(settings, "staging")
+    promote(settings, approved=True)
+    production = get_target("production", settings)
+    assert production.status().image_digest == recorded(settings, "2").image_digest
+    assert rollback(settings) == "1"
+    assert production.status().image_digest == recorded(settings, "1").image_digest
+    smoke_test(settings, "production")
+
+
+@real_containers
+def test_rebuilt_image_is_not_promoted_untested(container_settings):
+    settings = container_settings()
+    deploy(settings, "staging", "2")
+    smoke_test(settings, "staging")
+    client = tracking.connect(settings)[0]
+    client.set_model_version_tag(settings.model.name, "2", registry.IMAGE_DIGEST_TAG,
+                                 recorded(settings, "1").image_digest)
+    with pytest.raises(MlopsError, match="rebuilt after the smoke test"):
+        promote(settings, approved=True)
+    assert get_target("production", settings).status() is None
+
+
+@real_containers
+def test_port_in_use_is_refused_and_nothing_is_left_running(container_settings):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        settings = container_settings(MLOPS_STAGING_PORT=str(port))
+        with pytest.raises(MlopsError, match=f"port {port} for staging is already in use"):
+            deploy(settings, "staging", "1")
+    assert get_target("staging", settings).status() is None
+
+
+@real_containers
+def test_stop_removes_only_this_projects_containers(container_settings, request):
+    settings = container_settings()
+    deploy(settings, "staging", "1")
+    target = get_target("staging", settings)
+    # Another project's staging container, labelled like ours but for another folder.
+    other = docker("run", "--detach", "--label", "mlops.project=/elsewhere",
+                   "--label", "mlops.target=staging", "--entrypoint", "sleep",
+                   target.reference(recorded(settings, "1")), "300").stdout.strip()
+    request.addfinalizer(lambda: docker("rm", "--force", other))
+    stop(settings, "staging")
+    assert target.status() is None
+    assert json.loads(docker("inspect", other).stdout)[0]["State"]["Running"] is True
+
+
+@real_containers
+def test_demo_pipeline_runs_production_and_staging_as_containers_of_one_digest(
+        pushed, project, run_cli, request):
+    """What `make demo` runs, on a fresh checkout: the pipeline picks containers, pushes
+    the image and leaves staging and production running it by digest, non-root."""
+    git(project, "init", "-q")
+    ports = {"MLOPS_STAGING_PORT": str(free_port()), "MLOPS_PRODUCTION_PORT": str(free_port()),
+             "MLOPS_SERVING_WORKERS": "1"}
+    settings = load_settings(project / "mlops.toml", environ={**CONTAINERS, **ports})
+    request.addfinalizer(lambda: stop(settings))
+    result = run_cli("pipeline", "--approve", "--prefer-containers", **ports)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"containers mode: staging and production run the image pushed to {LOCAL_REGISTRY}" \
+        in result.stdout
+    digest = recorded(settings, "1").image_digest
+    assert f"{settings.model.name.lower()}:1-" in result.stdout and digest in result.stdout
+    targets = [get_target(name, settings) for name in ("staging", "production")]
+    assert [(t.status().healthy, t.status().image_digest) for t in targets] == \
+        [(True, digest)] * 2
+    assert len({inspect(target)["Image"] for target in targets}) == 1
+    assert {docker("exec", t.container_name, "id", "-u").stdout.strip() for t in targets} == \
+        {"10001"}
+
+
+def test_unpushed_release_is_refused_with_the_push_command(settings):
+    release = Release(model_name="m", model_version="3", image="r/m:3-abc",
+                      image_digest="", context_digest="", context_dir=PROJECT_ROOT)
+    with pytest.raises(MlopsError, match="--model-version 3 --push"):
+        ContainerTarget("staging", settings).reference(release)
+
+
+def test_pipeline_falls_back_to_processes_without_docker(settings, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no docker command at all
+    assert pipeline_container_settings(settings) == (None, "no docker command is installed")
