@@ -12,8 +12,6 @@ from ml_service.release import Release
 from ml_service.releasing import registry
 from ml_service.targets import get_target
 
-STAGING_SMOKE_TAG = "smoke_test.staging"  # what promote requires (smoke.py writes it)
-
 
 def placeholder(what):
     return f"<{what}: read from the Azure ML registry at run time>"
@@ -78,8 +76,8 @@ def promote_plan(settings):
     lines = [
         "promote (dry run: nothing is changed)",
         f"  staging runs   version {version} ({staging.image})",
-        f"  requires       --approve, and {STAGING_SMOKE_TAG}=passed on version {version} "
-        f"(now: {models.tag(version, STAGING_SMOKE_TAG) or 'not run'})",
+        f"  requires       --approve, and {registry.smoke_tag('staging')}=passed on version "
+        f"{version} (now: {models.tag(version, registry.smoke_tag('staging')) or 'not run'})",
         f"  commits        {overlay}: version {before} -> {version}",
         f"  then           deploys it and smoke-tests production; if that fails, rolls "
         f"back to {before} (another commit)",

@@ -20,7 +20,8 @@ import urllib.error
 
 from ml_service import http_client
 from ml_service.errors import MlopsError
-from ml_service.release import Deployment, http_status, key_headers, scoring_key
+from ml_service.release import Deployment, http_status
+from ml_service.targets.loopback import LoopbackTarget
 
 # Where scripts/container-engine.sh serves a registry (the demo and the tests push there);
 # not 5000, where `make ui` serves MLflow.
@@ -69,27 +70,14 @@ def _fail(command, result):
     return f"`docker {command}` failed: {(result.stderr or result.stdout).strip()[-800:]}"
 
 
-class ContainerTarget:
+class ContainerTarget(LoopbackTarget):
     def __init__(self, name, settings, environ=None):
-        self.name = name
-        self.environ = os.environ if environ is None else environ
-        self.port = settings.target_settings(name).port
-        self.serving = settings.serving
+        super().__init__(name, settings, environ)
         self.project = str(settings.project_root)
         # One name per project and target: two checkouts on one machine never collide.
         project_id = hashlib.sha256(self.project.encode()).hexdigest()[:8]
         self.container_name = f"mlops-{settings.model.name.lower()}-{name}-{project_id}"
         self.previous_name = f"{self.container_name}-previous"
-
-    @property
-    def scoring_uri(self):
-        return f"http://127.0.0.1:{self.port}/score"
-
-    def check_ready(self):
-        """Deploying needs no setup beyond what deploy itself checks."""
-
-    def request_headers(self):
-        return key_headers(scoring_key(self.name, self.environ))
 
     def _require_engine(self):
         blocker = engine_blocker()
@@ -162,7 +150,7 @@ class ContainerTarget:
                 "--env", f"SCORING_MAX_BATCH_SIZE={self.serving.max_batch_size}",
                 # The target's key by name only: docker reads its value from its own
                 # environment, so the key is never on a command line.
-                *(["--env", "SCORING_KEY"] if scoring_key(self.name, self.environ) else []),
+                *(["--env", "SCORING_KEY"] if self.scoring_key else []),
                 reference]
 
     def plan(self, release):
@@ -207,7 +195,7 @@ class ContainerTarget:
 
     def _start(self, release, reference, image_port):
         """Start `reference`; None once it is healthy, else why not (it is removed)."""
-        key = scoring_key(self.name, self.environ)
+        key = self.scoring_key
         started = docker(*self._run_arguments(release, reference, image_port),
                          env={**os.environ, "SCORING_KEY": key} if key else None)
         if started.returncode != 0:

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 from ml_service.errors import MlopsError
-from ml_service.release import (SERVER_KEY_VARIABLES, Deployment, http_status, key_headers,
-                                scoring_key)
+from ml_service.release import SERVER_KEY_VARIABLES, Deployment, http_status
+from ml_service.targets.loopback import LoopbackTarget
 
 PROC = Path("/proc")
 # Set on the server's command line (gunicorn --env): who started it, for which target.
@@ -156,26 +156,13 @@ class Server:
         return _healthy(self.check_port)
 
 
-class LocalTarget:
+class LocalTarget(LoopbackTarget):
     def __init__(self, name, settings, environ=None):
-        self.name = name
-        self.environ = os.environ if environ is None else environ
-        self.port = settings.target_settings(name).port
-        self.serving = settings.serving
+        super().__init__(name, settings, environ)
         self.state_dir = settings.project_root / ".mlops"
         self.state_file = self.state_dir / f"{name}.json"
         self.log_file = self.state_dir / f"{name}.log"
         self.mark = f"{SERVER_MARK}={name}@{settings.project_root.resolve()}"
-
-    @property
-    def scoring_uri(self):
-        return f"http://127.0.0.1:{self.port}/score"
-
-    def check_ready(self):
-        """Deploying needs no setup beyond what deploy itself checks."""
-
-    def request_headers(self):
-        return key_headers(scoring_key(self.name, self.environ))
 
     def _record(self):
         """The servers recorded in the state file (PID, command line), newest last."""
@@ -242,7 +229,7 @@ class LocalTarget:
         port shared with the server it replaces, and on its own check port."""
         command, settings = server_command(release.context_dir, release.context_dir / "model",
                                            self.port, self.serving.workers)
-        key = scoring_key(self.name, self.environ)
+        key = self.scoring_key
         return ([*command, "--bind", f"127.0.0.1:{check_port}", "--reuse-port",
                  "--env", f"MODEL_VERSION={release.model_version}", "--env", self.mark],
                 {**settings, "SCORING_MAX_BATCH_SIZE": str(self.serving.max_batch_size),
