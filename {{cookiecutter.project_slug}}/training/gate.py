@@ -7,16 +7,18 @@ in: the registry is asked for the champion's model files only, never for "which
 version is in production" (Azure ML's MLflow registry has no aliases). Both models
 are scored on the same held-out rows.
 The local `evaluate` stage (ml_service/backends/local.py) and the Azure ML step
-(components/evaluate.py) both call `evaluate` and `log` here, so a model is judged
-and recorded the same way wherever it was trained.
+(components/evaluate.py) both call `evaluate` and `log` here, and
+training/evaluation_report.py for its plots and report, so a model is judged and
+recorded the same way wherever it was trained.
 """
 import dataclasses
 
 import mlflow
 import mlflow.sklearn
+import numpy as np
 from mlflow.exceptions import MlflowException
 
-from training.model import regression_metrics
+from training.model import prediction_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +64,17 @@ class Evaluation:
     champion: dict | None            # None when nothing is in production
     champion_version: str | None
     decision: GateDecision
+    # What the plots and the report show: the held-out rows' actual values and both
+    # models' predictions of the same rows (champion None when nothing is in production).
+    actual: np.ndarray
+    challenger_predictions: np.ndarray
+    champion_predictions: np.ndarray | None
+    min_r2: float
+    min_improvement: float
+
+    @property
+    def rows(self):
+        return len(self.actual)
 
 
 class ChampionUnavailable(Exception):
@@ -73,8 +86,9 @@ def evaluate(model_uri, model_name, champion_version, x_test, y_test, min_r2,
     """Score the challenger at `model_uri` and `champion_version` of `model_name` (None:
     nothing is in production); decide. A champion the registry cannot give raises
     ChampionUnavailable, never "no champion": that would let any model through."""
-    challenger = regression_metrics(mlflow.sklearn.load_model(model_uri), x_test, y_test)
-    champion = None
+    actual = np.asarray(y_test, dtype=float)
+    challenger_predictions = _predict(mlflow.sklearn.load_model(model_uri), x_test)
+    champion_predictions = None
     if champion_version is not None:
         champion_uri = f"models:/{model_name}/{champion_version}"
         try:
@@ -84,9 +98,18 @@ def evaluate(model_uri, model_name, champion_version, x_test, y_test, min_r2,
                 f"production runs {model_name} version {champion_version} (its git desired "
                 f"state), but the registry cannot give {champion_uri}: {error.message}"
             ) from error
-        champion = regression_metrics(champion_model, x_test, y_test)
+        champion_predictions = _predict(champion_model, x_test)
+    challenger = prediction_metrics(actual, challenger_predictions)
+    champion = (None if champion_predictions is None
+                else prediction_metrics(actual, champion_predictions))
     return Evaluation(challenger, champion, champion_version,
-                      decide(challenger, champion, min_r2, min_improvement))
+                      decide(challenger, champion, min_r2, min_improvement),
+                      actual, challenger_predictions, champion_predictions, min_r2,
+                      min_improvement)
+
+
+def _predict(model, features):
+    return np.asarray(model.predict(features), dtype=float).ravel()
 
 
 def log(evaluation):

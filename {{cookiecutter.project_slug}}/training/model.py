@@ -11,7 +11,11 @@ def train_model(features, target, alpha):
 
 def regression_metrics(model, features, target):
     """RMSE, MAE and R2 of `model` on the given rows."""
-    predicted = model.predict(features)
+    return prediction_metrics(target, model.predict(features))
+
+
+def prediction_metrics(target, predicted):
+    """RMSE, MAE and R2 of `predicted` against the actual `target` values."""
     return {
         "rmse": float(np.sqrt(mean_squared_error(target, predicted))),
         "mae": float(mean_absolute_error(target, predicted)),

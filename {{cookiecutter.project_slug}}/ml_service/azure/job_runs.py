@@ -1,8 +1,8 @@
 """A submitted pipeline job: followed until it ends, and its results read back.
 
-The gate's decision and the registered version are files in the job's outputs
-`gate` (decision.json) and `registration` (registration.json), written by the
-steps in training/components/.
+The gate's decision, its report and the registered version are files in the job's
+outputs `gate` (decision.json, gate_report.md) and `registration` (registration.json),
+written by the steps in training/components/.
 """
 import dataclasses
 import json
@@ -12,6 +12,7 @@ from pathlib import Path
 from ml_service.azure.pipeline_job import CREATED_BY, CREATED_BY_TAG
 from ml_service.azure.workspace import Scope, azure_errors
 from ml_service.errors import MlopsError
+from training import evaluation_report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,16 +25,21 @@ class PipelineResult:
     model_version: str | None = None
 
 
-def read_output(client, job_name, output, filename):
-    """The JSON file `filename` from the named output of the finished job."""
+def read_outputs(client, job_name, output, filenames, optional=()):
+    """{filename: text} of the files `filenames` (each required) and `optional` (those
+    present) in the named output of the finished job, downloaded once."""
     with tempfile.TemporaryDirectory() as folder:
         client.jobs.download(name=job_name, download_path=folder, output_name=output)
-        found = sorted(Path(folder).rglob(filename))
-        if not found:
-            raise MlopsError(f"Pipeline job {job_name} has no {filename} in its output "
-                             f"{output}.",
-                             "Open the job in the studio and check the step's logs.")
-        return json.loads(found[0].read_text())
+        found = {}
+        for filename in (*filenames, *optional):
+            paths = sorted(Path(folder).rglob(filename))
+            if paths:
+                found[filename] = paths[0].read_text()
+            elif filename in filenames:
+                raise MlopsError(f"Pipeline job {job_name} has no {filename} in its output "
+                                 f"{output}.",
+                                 "Open the job in the studio and check the step's logs.")
+        return found
 
 
 def wait(client, name, scope):
@@ -49,11 +55,15 @@ def wait(client, name, scope):
 
 
 def results(client, job_name, scope):
-    """(the gate's decision, the registered version or None) of a finished job."""
+    """(the gate's decision, the registered version or None, the gate report's markdown or
+    None for a job submitted before the evaluate step wrote one) of a finished job."""
     with azure_errors(f"download the results of pipeline job {job_name}", scope):
-        decision = read_output(client, job_name, "gate", "decision.json")
-        registration = read_output(client, job_name, "registration", "registration.json")
-    return decision, registration["model_version"]
+        gate = read_outputs(client, job_name, "gate", ["decision.json"],
+                            optional=[evaluation_report.REPORT_FILE])
+        registration = read_outputs(client, job_name, "registration", ["registration.json"])
+    return (json.loads(gate["decision.json"]),
+            json.loads(registration["registration.json"])["model_version"],
+            gate.get(evaluation_report.REPORT_FILE))
 
 
 def finished_job(client, settings, job_name=None):

@@ -57,7 +57,7 @@ class AzureMLBackend:
         if finished.status != "Completed":
             raise MlopsError(f"Pipeline job {submitted.name} ended {finished.status}.",
                              f"See the failed step's logs in the studio: {submitted.studio_url}")
-        decision, version = self._results(submitted.name)
+        decision, version, _ = self._results(submitted.name)
         report.publish("train", f"pipeline job {submitted.name} completed "
                        f"(git {git_commit[:12]}): gate {decision.verdict}"
                        + (f", registered version {version}" if version else ""),
@@ -66,24 +66,26 @@ class AzureMLBackend:
                                        decision.verdict, decision.reason, version)
 
     def _results(self, job_name):
-        raw, version = job_runs.results(self.client, job_name, self.scope)
-        return GateDecision(raw["passed"], raw["reason"]), version
+        """(GateDecision, registered version or None, gate report or None) of the job."""
+        raw, version, gate_report = job_runs.results(self.client, job_name, self.scope)
+        return GateDecision(raw["passed"], raw["reason"]), version, gate_report
 
     def train(self, dry_run=False):
         result = self.submit(dry_run=dry_run)
         return None if dry_run else result.job_name
 
     def evaluate(self, run_id=None):
-        """Publish the gate's decision of a finished pipeline job (the evaluate stage)."""
+        """Publish the gate's decision and report of a finished pipeline job (the evaluate
+        stage); the plots are in the evaluate step's MLflow run."""
         job = job_runs.finished_job(self.client, self.settings, run_id)
-        decision, _ = self._results(job.name)
-        publish_gate(job.name, decision)
+        decision, _, gate_report = self._results(job.name)
+        publish_gate(self.settings, job.name, decision, gate_report)
         return decision
 
     def register(self, run_id=None):
         """Publish the version a finished pipeline job registered (the register stage)."""
         job = job_runs.finished_job(self.client, self.settings, run_id)
-        decision, version = self._results(job.name)
+        decision, version, _ = self._results(job.name)
         if version is None:
             publish_rejection(f"pipeline job {job.name}", decision.reason)
         else:

@@ -13,7 +13,7 @@ import mlflow
 from ml_service import desired_state, git, report, tracking
 from ml_service.backends.base import publish_gate, publish_rejection
 from ml_service.errors import MlopsError
-from training import gate, lineage
+from training import evaluation_report, gate, lineage
 from training.data import fingerprint, load_dataset, split_dataset
 from training.model import regression_metrics, train_model
 
@@ -81,11 +81,13 @@ class LocalBackend:
         with tracking.stage_run(lineage_id, "evaluate"):
             evaluation = self._evaluate(model_uri, x_test, y_test)
             gate.log(evaluation)
+            gate_report = evaluation_report.log(
+                evaluation, lineage_run.data.tags[tracking.DATA_FINGERPRINT])
             decision = evaluation.decision
             log.info("Gate decision (passed=%s): %s", decision.passed, decision.reason)
         client.set_tag(lineage_id, tracking.GATE, decision.verdict)
         client.set_tag(lineage_id, tracking.GATE_REASON, decision.reason)
-        publish_gate(lineage_id, decision)
+        publish_gate(settings, lineage_id, decision, gate_report)
         return decision
 
     def _evaluate(self, model_uri, x_test, y_test):

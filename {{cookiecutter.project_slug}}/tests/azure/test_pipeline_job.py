@@ -54,7 +54,8 @@ def test_environment_loads_and_pins_what_azureml_mlflow_accepts():
                if isinstance(dep, dict))
     assert "mlflow-skinny==3.15.0" in pip  # azureml-mlflow requires mlflow-skinny <= 3.15.0
     assert any(package.startswith("azureml-mlflow==") for package in pip)
-    assert {"scikit-learn", "skops", "pandas", "pyarrow"} <= {p.split("==")[0] for p in pip}
+    assert {"scikit-learn", "skops", "pandas", "pyarrow", "matplotlib"} <= {
+        p.split("==")[0] for p in pip}
 
 
 def test_pipeline_validates_and_wires_the_steps_in_order(job, az):

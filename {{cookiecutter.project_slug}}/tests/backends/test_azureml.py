@@ -11,6 +11,7 @@ from ml_service import git
 from ml_service.azure import workspace
 from ml_service.azure.job_runs import PipelineResult, finished_job
 from ml_service.backends.azureml import AzureMLBackend
+from ml_service.backends.base import GATE_REPORT
 from ml_service.errors import MlopsError
 from tests.helpers.azure_fakes import FakeCredential, FakeTransport, azure_settings
 from tests.helpers.azureml_fakes import (COMPUTE, EXISTING_COMPUTE, MISSING_COMPUTE,
@@ -78,6 +79,34 @@ def test_evaluate_and_register_stages_publish_the_job_results(az, capsys, tmp_pa
     assert backend.register("sharp_job_42") == "7"
     assert output.read_text().splitlines() == [
         "run_id=sharp_job_42", "gate=passed", "gate_reason=better by 2%", "model_version=7"]
+
+
+def test_evaluate_shows_the_gate_report_the_step_wrote(settings, tmp_path, capsys,
+                                                       monkeypatch):
+    """The evaluate step ran remotely: its gate_report.md comes back with decision.json
+    and is shown in CI as the local stage shows its own."""
+    summary = tmp_path / "step_summary"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    markdown = "### Gate report: PASSED\n\nbetter by 2%\n"
+    jobs = FakeJobs(decision={"passed": True, "reason": "better by 2%"},
+                    gate_report=markdown)
+    az = azure_settings(settings, project_root=tmp_path)
+    assert AzureMLBackend(az, client=types.SimpleNamespace(jobs=jobs)).evaluate(
+        "sharp_job_42").passed
+    assert jobs.downloads == ["gate", "registration"]  # decision and report: one download
+    report = tmp_path / GATE_REPORT
+    assert report.read_text() == markdown
+    assert summary.read_text().endswith(markdown + "\n")
+    assert f"evaluate: report {report}" in capsys.readouterr().out
+
+
+def test_a_job_from_before_gate_reports_is_still_evaluated(settings, tmp_path, capsys):
+    az = azure_settings(settings, project_root=tmp_path)
+    decision = AzureMLBackend(az, client=types.SimpleNamespace(jobs=FakeJobs())).evaluate(
+        "sharp_job_42")
+    assert decision.passed
+    assert "sharp_job_42 has no gate report" in capsys.readouterr().out
+    assert not (tmp_path / GATE_REPORT).exists()
 
 
 def test_without_a_run_id_the_newest_job_of_this_project_is_used(az):

@@ -3,10 +3,13 @@ import dataclasses
 import pytest
 
 from ml_service import desired_state
+from ml_service.backends.base import GATE_REPORT
 from ml_service.backends.local import LocalBackend
 from ml_service.config import load_settings
 from ml_service.errors import MlopsError
 from tests.helpers.project import git
+from training.evaluation_report import (CHAMPION_VS_CHALLENGER, PREDICTED_VS_ACTUAL,
+                                        REPORT_FILE, RESIDUALS)
 
 
 def versions(client, settings):
@@ -18,6 +21,16 @@ def put_in_production(settings, version):
     """Make `version` what production's git desired state names (the gate's champion)."""
     desired_state.write(settings, "production", desired_state.DesiredState(
         model_version=version, image=f"example.azurecr.io/model:{version}", image_digest=""))
+
+
+def newest_evaluate_run(client, settings):
+    return client.search_runs(
+        [client.get_experiment_by_name(settings.model.experiment).experiment_id],
+        "attributes.run_name = 'evaluate'", order_by=["attributes.start_time DESC"])[0]
+
+
+def artifacts(client, run, folder=""):
+    return {entry.path for entry in client.list_artifacts(run.info.run_id, folder)}
 
 
 def git_repository(folder):
@@ -50,6 +63,14 @@ def test_first_run_registers_a_version_with_lineage_tags(project, settings, clie
     assert {run.info.run_name for run in stage_runs} == {"train", "evaluate", "register"}
     logs = client.list_artifacts(tags["run_id"], "logs")
     assert [entry.path for entry in logs] == ["logs/train.log"]
+    # Nothing in production: the plots of the challenger alone, no comparison pretended.
+    evaluate_run = newest_evaluate_run(client, settings)
+    assert artifacts(client, evaluate_run, "plots") == {
+        f"plots/{PREDICTED_VS_ACTUAL}", f"plots/{RESIDUALS}"}
+    report = (project / GATE_REPORT).read_text()
+    assert report.startswith("### Gate report: PASSED")
+    assert f"- Data fingerprint: `{tags['data_fingerprint']}`" in report
+    assert REPORT_FILE in artifacts(client, evaluate_run)
 
 
 def test_register_is_idempotent_per_pipeline_run(settings, client):
@@ -60,14 +81,27 @@ def test_register_is_idempotent_per_pipeline_run(settings, client):
     assert versions(client, settings) == [1]
 
 
-def test_identical_retrain_does_not_beat_the_champion(settings, client):
+def test_identical_retrain_does_not_beat_the_champion(settings, client, tmp_path, capsys,
+                                                      monkeypatch):
     backend = LocalBackend(settings)
     backend.train()
     backend.evaluate()
     put_in_production(settings, backend.register())
     backend.train()
+    # As in CI: the gate report goes to the GitHub job summary, or the Azure Pipelines tab.
+    summary = tmp_path / "step_summary"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    monkeypatch.setenv("TF_BUILD", "True")
+    capsys.readouterr()
     decision = backend.evaluate()
     assert not decision.passed
+    report = settings.project_root / GATE_REPORT
+    assert summary.read_text().endswith(report.read_text() + "\n")
+    assert "### Gate report: REJECTED" in summary.read_text()
+    assert "| RMSE |" in report.read_text() and "| the same |" in report.read_text()
+    out = capsys.readouterr().out.splitlines()
+    assert f"evaluate: report {report}" in out
+    assert f"##vso[task.uploadsummary]{report}" in out
     assert backend.register() is None
     assert versions(client, settings) == [1]
 
@@ -83,11 +117,10 @@ def test_better_challenger_replaces_a_worse_champion(project, client):
     backend.train()
     assert backend.evaluate().passed
     assert backend.register() == "2"
-    evaluate_run = client.search_runs(
-        [client.get_experiment_by_name(settings.model.experiment).experiment_id],
-        "attributes.run_name = 'evaluate'", order_by=["attributes.start_time DESC"])[0]
+    evaluate_run = newest_evaluate_run(client, settings)
     assert evaluate_run.data.metrics["champion_rmse"] > evaluate_run.data.metrics["challenger_rmse"]
     assert evaluate_run.data.tags["champion_version"] == "1"
+    assert f"plots/{CHAMPION_VS_CHALLENGER}" in artifacts(client, evaluate_run, "plots")
 
 
 def test_a_champion_the_registry_cannot_give_stops_the_gate(settings, client):

@@ -33,13 +33,18 @@ class FakeJobs:
     """The jobs operations: records the submission and plays a finished job back."""
 
     def __init__(self, status="Completed", decision=None, registration=None,
-                 experiment="diabetes-mlops"):
+                 experiment="diabetes-mlops", gate_report=None):
+        """`gate_report`: the markdown of the evaluate step's gate_report.md (None: the
+        job has none, as a job submitted before the step wrote it)."""
         self.submitted, self.streamed, self.downloads = [], [], []
         self.experiment = experiment
         self.status = status
+        decision = decision or {"passed": True, "reason": "good enough"}
         self.files = {
-            "gate": ("decision.json", decision or {"passed": True, "reason": "good enough"}),
-            "registration": ("registration.json", registration or {"model_version": "3"}),
+            "gate": {"decision.json": json.dumps(decision),
+                     **({"gate_report.md": gate_report} if gate_report else {})},
+            "registration": {"registration.json": json.dumps(
+                registration or {"model_version": "3"})},
         }
 
     def create_or_update(self, job, experiment_name=None):
@@ -78,10 +83,10 @@ class FakeJobs:
 
     def download(self, name, download_path, output_name):
         self.downloads.append(output_name)
-        filename, content = self.files[output_name]
         folder = Path(download_path) / "named-outputs" / output_name
         folder.mkdir(parents=True)
-        (folder / filename).write_text(json.dumps(content))
+        for filename, content in self.files[output_name].items():
+            (folder / filename).write_text(content)
 
 
 class FakeSchedules:

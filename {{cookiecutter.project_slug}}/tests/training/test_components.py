@@ -113,6 +113,17 @@ def test_identical_retrain_is_rejected_against_the_production_champion(
     decision = read(out["gate"], "decision.json")
     assert decision["passed"] is False and decision["champion_version"] == "1"
     assert decision["champion"]["rmse"] == pytest.approx(decision["challenger"]["rmse"])
+    # The report CI reads back from the step's output, also logged with the plots in the
+    # step's MLflow run.
+    report = (out["gate"] / "gate_report.md").read_text()
+    assert report.startswith("### Gate report: REJECTED") and decision["reason"] in report
+    assert f"`{read(out['data'], 'data.json')['data_fingerprint']}`" in report
+    [evaluate_run] = store.search_runs([store.get_experiment_by_name("Default").experiment_id],
+                                       "metrics.champion_rmse > 0")
+    assert {entry.path for entry in store.list_artifacts(evaluate_run.info.run_id, "plots")} \
+        == {"plots/predicted_vs_actual.png", "plots/residuals.png",
+            "plots/champion_vs_challenger.png"}
+    assert f"MLflow run `{evaluate_run.info.run_id}`" in report
     assert read(out["registration"], "registration.json") == {
         "model_version": None, "gate": "rejected", "reason": decision["reason"]}
     assert [str(mv.version) for mv in store.search_model_versions(

@@ -7,7 +7,7 @@ runs as the command of the component `<step>.yml`; the same function runs locall
     data/      train.parquet, test.parquet, data.json (fingerprint, row counts)
     model/     an MLflow model folder (MLmodel, model.skops, ...)
     info/      train.json (training run id, held-out metrics)
-    gate/      decision.json (the gate's decision, which register acts on)
+    gate/      decision.json (the gate's decision, which register acts on), gate_report.md
     registration/  registration.json (the registered version, or null)
 
 MLflow is used only when MLFLOW_TRACKING_URI is set, as Azure ML sets it in every
