@@ -128,6 +128,7 @@ def predict_file(settings, target_name, input_path, output_path=None):
     """Score the rows of `input_path` on the target; write them to `output_path` (default:
     <input>.predictions.<suffix>); return the output path."""
     input_path = Path(input_path)
+    _check_format(input_path, "input")
     output_path = Path(output_path) if output_path else default_output(input_path)
     _check_format(output_path, "output")
     if output_path.resolve() == input_path.resolve():

@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_service.client import Scores
+from ml_service.client import ScoringClient, Scores
 from ml_service.config import load_settings
 from ml_service.errors import MlopsError
 from ml_service.release import Release
 from ml_service.releasing.image import SCORING_FILES
-from ml_service.releasing.prediction import default_output, read_rows, write_predictions
+from ml_service.releasing.prediction import (default_output, predict_file, read_rows,
+                                             write_predictions)
 from ml_service.targets.local import LocalTarget
 from tests.conftest import cli_env
 from tests.helpers.project import PROJECT_ROOT, free_port
@@ -71,6 +72,19 @@ def test_bad_input_is_refused_with_where_and_how_to_fix(tmp_path, name, text, me
     assert refused.value.fix
 
 
+@pytest.mark.parametrize("input_name, output_name, message", [
+    ("rows.csv", "rows.csv", "is the input file"),
+    ("rows.txt", None, "The input file"),
+    ("rows.csv", "rows.parquet", "The output file"),
+])
+def test_files_are_checked_before_any_target_is_asked(tmp_path, input_name, output_name,
+                                                      message):
+    source = tmp_path / input_name
+    source.write_text("age\n1\n")
+    with pytest.raises(MlopsError, match=message):
+        predict_file(None, "production", source, output_name and tmp_path / output_name)
+
+
 @pytest.fixture(scope="module")
 def production(tmp_path_factory):
     """(project, its environment, the fitted model, its features): a project folder (all
@@ -96,6 +110,20 @@ def predict(project, *args, **environ):
     return subprocess.run([sys.executable, "-m", "ml_service", "predict", "--target",
                            "production", *args], cwd=project, env=cli_env(**environ),
                           capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_a_notebook_scores_a_dataframe_on_the_target(production, monkeypatch):
+    project, environ, fitted, features = production
+    monkeypatch.setenv("PRODUCTION_SCORING_KEY", KEY)
+    client = ScoringClient.for_target(load_settings(project / "mlops.toml", environ=environ),
+                                      "production")
+    assert (client.key, client.max_batch_size) == (KEY, 4)
+    rows = features.iloc[3:14]  # 11 rows: 3 requests, named columns
+    scores = client.score(rows)
+    pd.testing.assert_index_equal(scores.predictions.index, rows.index)
+    np.testing.assert_allclose(scores.predictions, fitted.predict(rows), rtol=1e-12)
+    assert scores.model_versions == ("1",)
 
 
 @pytest.mark.slow
