@@ -130,6 +130,23 @@ def test_503_waits_as_long_as_retry_after_says(scoring):
     assert len(server.requests) == 2
 
 
+def test_retry_after_as_an_http_date_is_honoured(scoring):
+    server, client = scoring
+    server.script.append((503, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, {}))
+    assert client.predict([[2.0]]) == [2.0]  # a date already past: asked again at once
+    assert len(server.requests) == 2
+
+
+def test_a_server_error_is_not_retried_and_points_to_the_log(scoring):
+    server, client = scoring
+    server.script.append((500, {}, {"message": "Internal Server Error"}))
+    with pytest.raises(ScoringError) as failed:
+        client.predict([[1.0]])
+    assert failed.value.status == 500 and "Internal Server Error" in failed.value.what
+    assert "server's log" in failed.value.fix
+    assert len(server.requests) == 1
+
+
 def test_still_unavailable_after_the_retries_is_an_error_saying_so(scoring):
     server, client = scoring
     server.script.extend([(503, {}, {"error": "restarting"})] * 3)
