@@ -14,6 +14,10 @@ a third server, published on a loopback port, and the other two serve the model 
 of it: process and container numbers side by side, for the same model, in one run.
 
 It is a measurement tool, not a test: it asserts nothing and only ever talks to loopback.
+Requests to the scoring server are encoded by ml_service.client (as every client of the
+project sends them), and checked through it once before the load; the load itself goes over
+raw keep-alive connections from one asyncio loop, so the load generator stays cheap and
+predictable on a small machine.
 """
 import argparse
 import asyncio
@@ -27,10 +31,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))  # run as a script: python benchmarks/load.py
+
+from ml_service.client import ScoringClient, ScoringError  # noqa: E402
+from ml_service.release import http_status  # noqa: E402
+
 IMAGE_MODEL_DIR = "/var/azureml-app/model"  # where scoring/Dockerfile puts the model
 IMAGE_PORT = 5001  # what scoring/Dockerfile exposes
 MAX_DURATION = 300
@@ -59,7 +67,6 @@ def free_port(host):
 
 def throwaway_model(folder):
     """Train the project's model on its data and save it as an MLflow model under `folder`."""
-    sys.path.insert(0, str(PROJECT_ROOT))
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
@@ -150,12 +157,8 @@ def wait_healthy(process, url, log_name, timeout=120):
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"Server exited with {process.returncode}; see {log_name}")
-        with contextlib.suppress(OSError):
-            # Bandit (B310) flags every urlopen: `url` is built in main() from "http://" and
-            # a loopback port.
-            with urllib.request.urlopen(url, timeout=2) as response:  # nosec B310
-                if response.status == 200:
-                    return
+        if http_status(url, timeout=2) == 200:
+            return
         time.sleep(0.25)
     raise SystemExit(f"Server not healthy after {timeout} s; see {log_name}")
 
@@ -199,11 +202,28 @@ async def _load(host, port, request, duration, concurrency):
     return latencies, errors, time.perf_counter() - started
 
 
-def measure(host, port, path, payload, duration, concurrency, group, warmup=1.0):
-    """Load one endpoint; return requests/s, p50 and p99 in ms, error rate, server CPU ms."""
-    body = json.dumps(payload).encode()
-    request = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-               "Content-Type: application/json\r\n"
+def scoring_request(client):
+    """The request to a scoring server for some rows: (body, headers) as `client` (an
+    ml_service.client.ScoringClient) sends them, once it has had the rows scored, so a
+    server that does not answer them properly is never loaded."""
+    def request(rows):
+        try:
+            client.predict(rows)
+        except ScoringError as error:
+            raise SystemExit(f"The check before the load failed: {error}") from None
+        return client.encode(rows), client.headers
+    return request
+
+
+def json_request(payload):
+    return json.dumps(payload).encode(), {"Content-Type": "application/json"}
+
+
+def measure(host, port, path, body, headers, duration, concurrency, group, warmup=1.0):
+    """Load one endpoint with POSTs of `body` and `headers`; return requests/s, p50 and p99
+    in ms, error rate, server CPU ms."""
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    request = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{head}"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     asyncio.run(_load(host, port, request, warmup, concurrency))
     cpu = group_cpu_seconds(group)
@@ -270,14 +290,17 @@ def main(argv=None):
                 ["gunicorn", "--config", "gunicorn.conf.py", "--bind", f"{host}:{azml_port}",
                  "--workers", str(args.workers)],
                 {"AZUREML_MODEL_DIR": str(model_dir)},
-                azml_port, f"{url}{azml_port}/", "/score", lambda data: {"data": data}),
+                azml_port, f"{url}{azml_port}/", "/score",
+                scoring_request(ScoringClient(f"{url}{azml_port}/score",
+                                              max_batch_size=MAX_BATCH))),
             "mlflow": (
                 ["mlflow", "models", "serve", "-m", str(model_dir), "--env-manager", "local",
                  "-h", host, "-p", str(mlflow_port), "-w", str(args.mlflow_workers)], {},
                 mlflow_port, f"{url}{mlflow_port}/ping", "/invocations",
                 # Column-oriented "inputs": the cheapest of mlflow's request formats here
                 # (about 5 ms of server CPU per request against 8 ms for dataframe_split).
-                lambda data: {"inputs": dict(zip(columns, map(list, zip(*data))))}),
+                lambda data: json_request(
+                    {"inputs": dict(zip(columns, map(list, zip(*data))))})),
         }
         if args.container:
             # Attached (no --detach): stopping this client stops the container (--sig-proxy).
@@ -286,7 +309,8 @@ def main(argv=None):
                  "--publish", f"{host}:{container_port}:{IMAGE_PORT}",
                  "--env", f"WORKER_COUNT={args.workers}", args.container], {},
                 container_port, f"{url}{container_port}/", "/score",
-                lambda data: {"data": data})
+                scoring_request(ScoringClient(f"{url}{container_port}/score",
+                                              max_batch_size=MAX_BATCH)))
         if args.only:
             servers = {name: servers[name] for name in args.only if name in servers}
 
@@ -306,9 +330,9 @@ def main(argv=None):
                 groups["container"] = container_pid(container_name)
             # Alternate the servers, so a burst of other work on the machine hits both.
             for scenario, data in scenarios.items():
-                for name, (_, _, port, _, path, wrap) in servers.items():
+                for name, (_, _, port, _, path, request) in servers.items():
                     results[name, scenario] = measure(
-                        host, port, path, wrap(data), args.duration, args.concurrency,
+                        host, port, path, *request(data), args.duration, args.concurrency,
                         group=groups[name])
                     print(f"  measured {name:<10} {scenario}", file=sys.stderr)
 

@@ -10,6 +10,7 @@ from ml_service.config import BACKENDS, PipelineSettings, load_settings
 from ml_service.errors import MlopsError
 from ml_service.stages import (build_image, deploy, evaluate, infra, pipeline, promote,
                                register, rollback, schedule, smoke_test, stop, train)
+from ml_service.stages import predict
 
 STAGES = {
     "train": train,
@@ -24,6 +25,8 @@ STAGES = {
     "pipeline": pipeline,
     "schedule": schedule,
     "infra": infra,
+    # Python access to the deployed model
+    "predict": predict,
 }
 
 

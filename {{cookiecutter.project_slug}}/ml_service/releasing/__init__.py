@@ -6,6 +6,7 @@
                     summary of what runs where
     smoke.py        the smoke test of a deployed target
     promotion.py    promote staging to production, roll production back
+    prediction.py   predict: score the rows of a file on a target (ml_service/client.py)
 
 The stages (ml_service/stages/) call these; these call the targets and never a stage.
 """

@@ -6,9 +6,9 @@ reads staging's from it); without one, the target is reconciled to the desired s
 already in deploy/overlays/<target>/ (as promote and rollback leave it). `reconcile`
 and `commit_desired_state` are the steps promote and rollback share.
 """
-import json
 
 from ml_service import desired_state, git, report, tracking
+from ml_service.client import ScoringClient, ScoringError
 from ml_service.config import TARGET_NAMES
 from ml_service.errors import MlopsError
 from ml_service.releasing import registry, smoke
@@ -60,7 +60,7 @@ def deploy(settings, target_name, version=None):
 
 def summary(settings):
     """One block saying what runs where, with a sample prediction from each target."""
-    payload = json.loads((settings.project_root / smoke.SAMPLE_REQUEST).read_text())
+    rows = smoke.sample_rows(settings)
     lines = ["", "Summary", f"  MLflow store: {settings.tracking.uri}",
              "  Browse it:    make ui  (or: mlflow ui --backend-store-uri "
              f"{settings.tracking.uri})"]
@@ -71,9 +71,12 @@ def summary(settings):
         if deployment is None or not deployment.healthy or not state.is_set:
             lines.append(f"  {name:<10}  not deployed")
             continue
-        _, body, _ = smoke.score(deployment, target.request_headers(), payload)
+        try:
+            sample = [round(prediction, 1) for prediction in
+                      ScoringClient.for_deployment(settings, deployment).predict(rows)]
+        except ScoringError as error:
+            sample = f"failed ({error.what})"
         digest = f"  {deployment.image_digest}" if deployment.image_digest else ""
         lines.append(f"  {name:<10}  version {deployment.model_version}  {state.image}{digest}")
-        lines.append(f"  {'':<10}  {deployment.scoring_uri}  sample prediction: "
-                     f"{[round(p, 1) for p in body['predictions']]}")
+        lines.append(f"  {'':<10}  {deployment.scoring_uri}  sample prediction: {sample}")
     print("\n".join(lines))

@@ -6,13 +6,13 @@ it is refused with 401 (a server that answers anyone fails the test). The result
 recorded on the model version as the tag smoke_test.<target>, which promote requires
 for staging.
 """
+import contextlib
 import json
 import math
 import time
-import urllib.error
-import urllib.request
 
-from ml_service import http_client, report, tracking
+from ml_service import report, tracking
+from ml_service.client import ScoringClient, ScoringError
 from ml_service.errors import MlopsError
 from ml_service.releasing import registry
 from ml_service.targets import get_target
@@ -21,47 +21,33 @@ from training.lineage import SAMPLE_PREDICTIONS_TAG
 SAMPLE_REQUEST = "scoring/sample-request.json"
 
 
-def score(deployment, headers, payload, timeout=30):
-    """POST `payload` to the deployment; return (status, body, seconds)."""
-    request = urllib.request.Request(
-        deployment.scoring_uri, data=json.dumps(payload).encode(), method="POST",
-        headers={"Content-Type": "application/json", **headers})
-    started = time.perf_counter()
-    try:
-        with http_client.urlopen(request, timeout=timeout) as response:
-            status, body = response.status, response.read()
-    except urllib.error.HTTPError as error:
-        status, body = error.code, error.read()
-    except OSError as error:
-        return None, str(error), time.perf_counter() - started
-    elapsed = time.perf_counter() - started
-    try:
-        return status, json.loads(body), elapsed
-    except ValueError:
-        return status, body.decode(errors="replace"), elapsed
-
-
-def failures(deployment, headers, payload, max_latency_ms, known_answers=None):
-    """Everything wrong with the deployment's answers to `payload` (empty if none);
-    `known_answers` are the predictions the version gave at registration."""
-    rows = len(payload["data"])
+def failures(client, model_version, rows, max_latency_ms, known_answers=None):
+    """Everything wrong with the answers of `client`'s endpoint to `rows` (empty if none),
+    which should come from `model_version`; `known_answers` are the predictions the
+    version gave at registration. `client` should not retry: a server that needs a
+    second attempt fails the smoke test."""
     found = []
-    if "Authorization" in headers:
-        anonymous = {name: value for name, value in headers.items() if name != "Authorization"}
-        status, body, _ = score(deployment, anonymous, payload)
+    if client.key:
+        try:
+            client.without_key().score(rows)
+            status = 200
+        except ScoringError as error:
+            status = error.status
         if status != 401:
             found.append(f"a request without the scoring key got status {status} instead "
                          f"of 401: the endpoint does not check its key")
-    score(deployment, headers, payload)  # first request warms the worker up
-    status, body, seconds = score(deployment, headers, payload)
-    if status != 200:
-        return [*found, f"status {status} instead of 200: {body}"]
-    predictions = body.get("predictions") if isinstance(body, dict) else None
-    if not isinstance(predictions, list) or len(predictions) != rows:
-        found.append(f"expected {rows} predictions, got {body}")
-    if str(body.get("model_version")) != deployment.model_version:
-        found.append(f"serves model version {body.get('model_version')}, "
-                     f"expected {deployment.model_version}")
+    with contextlib.suppress(ScoringError):
+        client.score(rows)  # the first request warms the worker up
+    started = time.perf_counter()
+    try:
+        scores = client.score(rows)
+    except ScoringError as error:
+        return [*found, error.what.rstrip(".")]
+    seconds = time.perf_counter() - started
+    predictions = scores.predictions
+    if tuple(map(str, scores.model_versions)) != (model_version,):
+        found.append(f"serves model version {', '.join(map(str, scores.model_versions))}, "
+                     f"expected {model_version}")
     if known_answers is not None and not found and not all(
             math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-6)
             for got, want in zip(predictions, known_answers)):
@@ -70,6 +56,11 @@ def failures(deployment, headers, payload, max_latency_ms, known_answers=None):
     if seconds * 1000 > max_latency_ms:
         found.append(f"latency {seconds * 1000:.0f} ms exceeds the bound {max_latency_ms} ms")
     return found
+
+
+def sample_rows(settings):
+    """The rows of scoring/sample-request.json."""
+    return json.loads((settings.project_root / SAMPLE_REQUEST).read_text())["data"]
 
 
 def _known_answers(client, settings, version):
@@ -91,8 +82,8 @@ def smoke_test(settings, target_name):
     if not deployment.healthy:
         found = [f"the deployment is not healthy: {deployment.detail}"]
     else:
-        payload = json.loads((settings.project_root / SAMPLE_REQUEST).read_text())
-        found = failures(deployment, target.request_headers(), payload,
+        found = failures(ScoringClient.for_deployment(settings, deployment, retries=0),
+                         deployment.model_version, sample_rows(settings),
                          settings.target_settings(target_name).smoke_max_latency_ms,
                          _known_answers(client, settings, deployment.model_version))
     client.set_model_version_tag(settings.model.name, deployment.model_version,

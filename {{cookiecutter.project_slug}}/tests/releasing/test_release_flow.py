@@ -20,13 +20,14 @@ from mlflow.tracking import MlflowClient
 
 from ml_service import desired_state
 from ml_service.backends.local import LocalBackend
+from ml_service.client import ScoringClient, ScoringError
 from ml_service.config import load_settings
 from ml_service.errors import MlopsError
 from ml_service.releasing.deployment import deploy
 from ml_service.releasing.dry_run import promote_plan, rollback_plan
 from ml_service.releasing.image import build_image
 from ml_service.releasing.promotion import promote, rollback
-from ml_service.releasing.smoke import score, smoke_test
+from ml_service.releasing.smoke import smoke_test
 from ml_service.targets import get_target, stop
 from tests.conftest import cli_env
 from tests.helpers.hosting_api import github_env, recording_api
@@ -241,9 +242,13 @@ def test_a_keyed_staging_answers_only_with_the_key_and_passes(release_project, m
     monkeypatch.setenv("STAGING_SCORING_KEY", KEY)
     settings = settings_for(release_project)
     deployment = deploy(settings, "staging", "1")
-    payload = {"data": [[0.01] * 10]}
-    assert score(deployment, {}, payload)[0] == 401
-    assert score(deployment, {"Authorization": f"Bearer {KEY}"}, payload)[0] == 200
+    rows = [[0.01] * 10]
+    client = ScoringClient.for_deployment(settings, deployment)
+    assert client.key == KEY
+    with pytest.raises(ScoringError) as refused:
+        client.without_key().predict(rows)
+    assert refused.value.status == 401 and "send the header" in refused.value.what
+    assert len(client.predict(rows)) == 1
     smoke_test(settings, "staging")
 
 

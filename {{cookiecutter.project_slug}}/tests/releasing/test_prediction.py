@@ -1,0 +1,167 @@
+"""The predict verb: input files read and refused, predictions written; and end to end
+through ml_service.client against a real local production target with a key and a
+small max batch size."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml_service.client import ScoringClient, Scores
+from ml_service.config import load_settings
+from ml_service.errors import MlopsError
+from ml_service.release import Release
+from ml_service.releasing.image import SCORING_FILES
+from ml_service.releasing.prediction import (default_output, predict_file, read_rows,
+                                             write_predictions)
+from ml_service.targets.local import LocalTarget
+from tests.conftest import cli_env
+from tests.helpers.project import PROJECT_ROOT, free_port
+from tests.helpers.scoring import SCORING_DIR, save_model
+
+KEY = "production-key-for-predict-tests"
+
+
+def test_csv_rows_are_named_columns_and_the_output_appends_a_prediction_column(tmp_path):
+    source = tmp_path / "rows.csv"
+    source.write_text("age,bmi\n0.5,1e-2\n\n-1,2\n")
+    columns, rows, cells = read_rows(source)
+    assert (columns, rows) == (["age", "bmi"], [{"age": 0.5, "bmi": 0.01},
+                                                {"age": -1.0, "bmi": 2.0}])
+    output = default_output(source)
+    assert output.name == "rows.predictions.csv"
+    write_predictions(output, columns, cells, Scores([1.5, 2.25], ("3",)))
+    # The input's cells as they were written, then the predictions.
+    assert output.read_text() == "age,bmi,prediction\n0.5,1e-2,1.5\n-1,2,2.25\n"
+
+
+def test_json_input_as_the_sample_request_or_a_list(tmp_path):
+    sample = tmp_path / "sample.json"
+    shutil.copy(SCORING_DIR / "sample-request.json", sample)
+    columns, rows, _ = read_rows(sample)
+    assert columns is None and len(rows) == 2 and len(rows[0]) == 10
+    named = tmp_path / "named.json"
+    named.write_text(json.dumps([{"age": 1.0, "bmi": 2.0}]))
+    columns, rows, cells = read_rows(named)
+    assert columns == ["age", "bmi"] and rows == [{"age": 1.0, "bmi": 2.0}]
+    output = tmp_path / "out.json"
+    write_predictions(output, columns, cells, Scores([0.5], ("3",)))
+    assert json.loads(output.read_text()) == {"predictions": [0.5], "model_versions": ["3"]}
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("rows.csv", "age,bmi\n0.1,abc\n", "line 2, column 'bmi': 'abc' is not a finite number"),
+    ("rows.csv", "age,bmi\n0.1,\n", "line 2, column 'bmi': '' is not a finite number"),
+    ("rows.csv", "age,bmi\n\n0.1,nan\n", "line 3, column 'bmi': 'nan' is not a finite"),
+    ("rows.csv", "age,bmi\n0.1\n", "line 2: 1 cells, but the header has 2 columns"),
+    ("rows.csv", "age,age\n0.1,0.2\n", "names the columns ['age'] more than once"),
+    ("rows.csv", "age,bmi\n", "has no rows to score"),
+    ("rows.json", '{"rows": []}', "holds no list of rows"),
+    ("rows.json", '{"data": [[0.1]', "is not valid JSON"),
+    ("rows.txt", "0.1", "is neither .csv nor .json"),
+])
+def test_bad_input_is_refused_with_where_and_how_to_fix(tmp_path, name, text, message):
+    source = tmp_path / name
+    source.write_text(text)
+    with pytest.raises(MlopsError) as refused:
+        read_rows(source)
+    assert message in refused.value.what
+    assert refused.value.fix
+
+
+@pytest.mark.parametrize("input_name, output_name, message", [
+    ("rows.csv", "rows.csv", "is the input file"),
+    ("rows.txt", None, "The input file"),
+    ("rows.csv", "rows.parquet", "The output file"),
+])
+def test_files_are_checked_before_any_target_is_asked(tmp_path, input_name, output_name,
+                                                      message):
+    source = tmp_path / input_name
+    source.write_text("age\n1\n")
+    with pytest.raises(MlopsError, match=message):
+        predict_file(None, "production", source, output_name and tmp_path / output_name)
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory):
+    """(project, its environment, the fitted model, its features): a project folder (all
+    that predict reads of it is mlops.toml) whose production target (local) runs a model
+    with a key and a max batch of 4 rows."""
+    root = tmp_path_factory.mktemp("predict")
+    shutil.copy(PROJECT_ROOT / "mlops.toml", root)
+    context = root / "build" / "images" / "model-v1"
+    context.mkdir(parents=True)
+    for name in SCORING_FILES:
+        shutil.copy2(SCORING_DIR / name, context / name)
+    fitted, features = save_model(context / "model")
+    environ = {"MLOPS_PRODUCTION_PORT": str(free_port()), "MLOPS_SERVING_WORKERS": "1",
+               "MLOPS_SERVING_MAX_BATCH_SIZE": "4", "PRODUCTION_SCORING_KEY": KEY}
+    target = LocalTarget("production", load_settings(root / "mlops.toml", environ=environ),
+                         environ=environ)
+    target.deploy(Release("model", "1", "image:1", "", "", context))
+    yield root, environ, fitted, features
+    target.stop()
+
+
+def predict(project, *args, **environ):
+    return subprocess.run([sys.executable, "-m", "ml_service", "predict", "--target",
+                           "production", *args], cwd=project, env=cli_env(**environ),
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_a_notebook_scores_a_dataframe_on_the_target(production, monkeypatch):
+    project, environ, fitted, features = production
+    monkeypatch.setenv("PRODUCTION_SCORING_KEY", KEY)
+    client = ScoringClient.for_target(load_settings(project / "mlops.toml", environ=environ),
+                                      "production")
+    assert (client.key, client.max_batch_size) == (KEY, 4)
+    rows = features.iloc[3:14]  # 11 rows: 3 requests, named columns
+    scores = client.score(rows)
+    pd.testing.assert_index_equal(scores.predictions.index, rows.index)
+    np.testing.assert_allclose(scores.predictions, fitted.predict(rows), rtol=1e-12)
+    assert scores.model_versions == ("1",)
+
+
+@pytest.mark.slow
+def test_predict_writes_the_predictions_of_a_csv_through_the_client(production):
+    project, environ, fitted, features = production
+    rows = features.head(10)  # more than the server's 4 rows per request: 3 batches
+    rows.to_csv(project / "rows.csv", index=False)
+    result = predict(project, "--input", "rows.csv", **environ)
+    assert result.returncode == 0, result.stderr
+    output = project / "rows.predictions.csv"
+    assert result.stdout.strip() == (f"predict: 10 rows -> {output.name} (production, "
+                                     "model version 1)")
+    written = pd.read_csv(output)
+    assert list(written.columns) == [*features.columns, "prediction"]
+    np.testing.assert_allclose(written["prediction"], fitted.predict(rows), rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_predict_from_the_sample_request_to_json(production):
+    project, environ, fitted, _ = production
+    result = predict(project, "--input", str(SCORING_DIR / "sample-request.json"),
+                     "--output", "answers.json", **environ)
+    assert result.returncode == 0, result.stderr
+    written = json.loads((project / "answers.json").read_text())
+    sample = json.loads((SCORING_DIR / "sample-request.json").read_text())["data"]
+    assert written["model_versions"] == ["1"]
+    np.testing.assert_allclose(written["predictions"],
+                               fitted.predict(np.array(sample)), rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_predict_without_the_key_says_so_and_writes_nothing(production):
+    project, environ, _, features = production
+    features.head(2).to_csv(project / "keyless.csv", index=False)
+    environ = {name: value for name, value in environ.items()
+               if name != "PRODUCTION_SCORING_KEY"}
+    result = predict(project, "--input", "keyless.csv", **environ)
+    assert result.returncode == 1
+    assert "refused rows 0-1 with 401" in result.stderr
+    assert "PRODUCTION_SCORING_KEY" in result.stderr and "Traceback" not in result.stderr
+    assert not (project / "keyless.predictions.csv").exists()
