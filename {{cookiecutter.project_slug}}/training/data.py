@@ -102,7 +102,7 @@ def check_schema(frame, features, target, origin):
     missing = [column for column in columns if column not in frame.columns]
     if missing:
         raise DataError(
-            f"The data at {origin} has no column(s) {', '.join(map(repr, missing))} "
+            f"The data in {origin} has no column(s) {', '.join(map(repr, missing))} "
             f"(it has: {', '.join(map(str, frame.columns))}).",
             "Rename the columns in the data, or set [data] features and target in "
             "mlops.toml to the data's column names.")
@@ -111,7 +111,7 @@ def check_schema(frame, features, target, origin):
                    or pd.api.types.is_bool_dtype(frame[column])]
     if not_numeric:
         raise DataError(
-            f"Column(s) {', '.join(map(repr, not_numeric))} of the data at {origin} are not "
+            f"Column(s) {', '.join(map(repr, not_numeric))} of the data in {origin} are not "
             f"numeric ({', '.join(str(frame[c].dtype) for c in not_numeric)}).",
             "Encode them as numbers before training (the model takes numbers only), or "
             "leave them out of [data] features.")
@@ -119,7 +119,7 @@ def check_schema(frame, features, target, origin):
                   if frame[column].isna().any()}
     if incomplete:
         raise DataError(
-            f"Column(s) of the data at {origin} have missing values: "
+            f"Column(s) of the data in {origin} have missing values: "
             + ", ".join(f"{column!r} ({count} rows)" for column, count in incomplete.items())
             + ".",
             "Fill or drop those rows in the data before training.")

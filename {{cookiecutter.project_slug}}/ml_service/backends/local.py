@@ -28,10 +28,10 @@ class LocalBackend:
         """Train on the configured data; return the new lineage run id. (dry_run changes
         nothing: a local run sends nothing anywhere.)"""
         settings = self.settings
-        client, experiment_id = tracking.connect(settings)
         data_source = data_assets.resolve(settings)
         features, target = data_assets.load(settings, data_source)
         data_assets.check_sample_request(settings)
+        client, experiment_id = tracking.connect(settings)
         data_fingerprint = fingerprint(features, target)
         x_train, x_test, y_train, y_test = split_dataset(
             features, target, settings.training.test_size, settings.training.random_seed)
