@@ -193,7 +193,8 @@ def _local_version_path(settings, name, version):
 
 def register_local(settings, name, path):
     """Copy `path` into the local store; return (reference, created). The same content
-    under the same name is the same version (created False)."""
+    under the same name is the same version (created False). One registration at a
+    time per store: the version index is not locked."""
     _check_name(name)
     base, files = _source_files(path)
     digest = content_digest(path)
@@ -208,11 +209,12 @@ def register_local(settings, name, path):
         objects.mkdir(parents=True, exist_ok=True)
         # Copied beside its final place and renamed: a failed copy leaves no half object.
         staging = Path(tempfile.mkdtemp(dir=objects, prefix=".incoming-"))
-        for file in files:
-            destination = staging / file.relative_to(base)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(file, destination)
-        os.replace(staging, target)
+        try:
+            for file in files:
+                shutil.copy2(file, staging / file.relative_to(base))
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     is_file = Path(path).is_file()
     relative = (target / files[0].name) if is_file else target
     version = str(len(versions) + 1)
