@@ -16,6 +16,7 @@ import yaml
 
 from ml_service import data_assets, desired_state
 from ml_service.azure.bindings import binding_problems
+from ml_service.azure.workspace import Scope, azure_errors
 from ml_service.errors import MlopsError
 from training.data import data_tags
 
@@ -73,6 +74,22 @@ def data_input(settings, asset_type=None):
     if source.azureml_asset:
         return Input(type=asset_type or data_assets.URI_FOLDER, path=source.reference)
     return Input(type=source.asset_type, path=str(source.path))
+
+
+def data_asset_type(client, settings):
+    """uri_file or uri_folder: the type of the Azure ML data asset [data] source names
+    (None when it names none). Asking also checks that the version exists."""
+    asset = data_assets.resolve(settings).azureml_asset
+    if asset is None:
+        return None
+    name, version = asset
+    scope = Scope.of(settings)
+    missing = (f"[data] source azureml:{name}:{version} is not a data asset version of "
+               f"workspace {scope.workspace}",
+               "Register it (`python -m ml_service --backend azureml register-data --name "
+               f"{name} --path FILE`) and use the reference it prints, or fix [data] source.")
+    with azure_errors(f"find data asset {name} version {version}", scope, missing):
+        return client.data.get(name=name, version=version).type
 
 
 def pipeline_inputs(settings, git_commit, data=None):

@@ -6,10 +6,11 @@ registered version from its outputs (ml_service/azure/job_runs.py). The evaluate
 register stages read those results from a finished job. dry_run prints the plan
 without credentials or network.
 """
-from ml_service import data_assets, git, report
+from ml_service import git, report
 from ml_service.azure import job_runs
 from ml_service.azure.compute import ensure_compute
-from ml_service.azure.pipeline_job import build_pipeline, data_input, pipeline_inputs, plan
+from ml_service.azure.pipeline_job import (build_pipeline, data_asset_type, data_input,
+                                           pipeline_inputs, plan)
 from ml_service.azure.workspace import Scope, azure_errors, ml_client
 from ml_service.backends.base import publish_gate, publish_rejection
 from ml_service.errors import MlopsError
@@ -42,7 +43,7 @@ class AzureMLBackend:
             print(plan(settings, job, pipeline_inputs(settings, git_commit,
                                                       data_input(settings))))
             return job
-        job = build_pipeline(settings, git_commit, self._data_asset_type())
+        job = build_pipeline(settings, git_commit, data_asset_type(self.client, settings))
         ensure_compute(self.client, settings)
         with azure_errors("submit the training pipeline job", self.scope):
             submitted = self.client.jobs.create_or_update(
@@ -66,21 +67,6 @@ class AzureMLBackend:
                        {"run_id": submitted.name, "studio_url": submitted.studio_url})
         return job_runs.PipelineResult(submitted.name, finished.status, submitted.studio_url,
                                        decision.verdict, decision.reason, version)
-
-    def _data_asset_type(self):
-        """uri_file or uri_folder: the type of the Azure ML data asset [data] source names
-        (None when it names none). Asking also checks that the version exists."""
-        asset = data_assets.resolve(self.settings).azureml_asset
-        if asset is None:
-            return None
-        name, version = asset
-        missing = (f"[data] source azureml:{name}:{version} is not a data asset version of "
-                   f"workspace {self.scope.workspace}",
-                   "Register it (`python -m ml_service --backend azureml register-data --name "
-                   f"{name} --path FILE`) and use the reference it prints, or fix [data] "
-                   "source.")
-        with azure_errors(f"find data asset {name} version {version}", self.scope, missing):
-            return self.client.data.get(name=name, version=version).type
 
     def _results(self, job_name):
         raw, version = job_runs.results(self.client, job_name, self.scope)
