@@ -8,9 +8,9 @@ import warnings
 
 from ml_service.config import BACKENDS, PipelineSettings, load_settings
 from ml_service.errors import MlopsError
-from ml_service.stages import (build_image, deploy, evaluate, infra, pipeline, promote,
-                               register, rollback, schedule, smoke_test, stop, train)
-from ml_service.stages import predict
+from ml_service.stages import (build_image, deploy, evaluate, infra, pipeline, predict,
+                               promote, register, register_data, rollback, schedule, smoke_test,
+                               stop, train)
 
 STAGES = {
     "train": train,
@@ -25,7 +25,7 @@ STAGES = {
     "pipeline": pipeline,
     "schedule": schedule,
     "infra": infra,
-    # Python access to the deployed model
+    "register-data": register_data,
     "predict": predict,
 }
 

@@ -46,6 +46,15 @@ class TrainingSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class DataSettings:
+    # "sample", a CSV/Parquet file or folder, "data:<name>:<version>" (register-data) or,
+    # with the azureml backend, "azureml:<name>:<version>"; resolved by data_assets.py.
+    source: str
+    target: str
+    features: tuple
+
+
+@dataclasses.dataclass(frozen=True)
 class GateSettings:
     min_r2: float
     min_improvement: float
@@ -109,6 +118,7 @@ class Settings:
     azure: AzureSettings
     model: ModelSettings
     training: TrainingSettings
+    data: DataSettings
     gate: GateSettings
     tracking: TrackingSettings
     image: ImageSettings
@@ -153,6 +163,10 @@ SECTIONS = {
 CONSTRAINTS = {
     ("training", "test_size"): (lambda v: 0 < v < 1, "a fraction between 0 and 1"),
     ("training", "alpha"): (lambda v: v >= 0, "zero or positive"),
+    ("data", "source"): (lambda v: v.strip() != "", "a path or reference, not empty"),
+    ("data", "target"): (lambda v: v.strip() != "", "a column name, not empty"),
+    ("data", "features"): (lambda v: v and len(set(v)) == len(v) and all(v),
+                           "a non-empty list of distinct column names"),
     ("gate", "min_improvement"): (lambda v: 0 <= v < 1, "a fraction between 0 and 1"),
     ("model", "name"): (lambda v: re.fullmatch(MODEL_NAME_PATTERN, v), MODEL_NAME_RULE),
     ("pipeline", "backend"): (lambda v: v in BACKENDS, " or ".join(map(repr, BACKENDS))),
@@ -182,6 +196,8 @@ CONSTRAINTS = {
 
 def _coerce(raw, kind, key, from_environment):
     """Return `raw` as `kind`; environment variables (always strings) are parsed."""
+    if kind is tuple:
+        return _string_list(raw, key, from_environment)
     if from_environment and kind is not str:
         try:
             return kind(raw)
@@ -198,6 +214,16 @@ def _coerce(raw, kind, key, from_environment):
             "Fix its value in mlops.toml (strings need quotes, numbers must not have them).",
         )
     return raw
+
+
+def _string_list(raw, key, from_environment):
+    """A list of strings as a tuple; from the environment, comma-separated."""
+    if from_environment:
+        return tuple(item.strip() for item in raw.split(","))
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise ConfigError(f"Setting {key} is {raw!r}, but must be a list of strings.",
+                          'Write it as ["a", "b"] in mlops.toml.')
+    return tuple(raw)
 
 
 def _section(name, cls, values, environ):

@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from tests.conftest import cli_env
+from tests.helpers.data import write_table
 from tests.helpers.project import PROJECT_ROOT, free_port
 
 
@@ -21,9 +22,11 @@ def test_stages_hand_over_between_processes_as_in_ci(run_cli, tmp_path):
 
 @pytest.mark.slow
 def test_pipeline_goes_to_production_with_approval(run_cli, project):
+    """On a CSV file ([data] source), as a project's own data would be."""
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    write_table(project / "data" / "diabetes.csv")
     ports = {"MLOPS_STAGING_PORT": str(free_port()), "MLOPS_PRODUCTION_PORT": str(free_port()),
-             "MLOPS_SERVING_WORKERS": "1"}
+             "MLOPS_SERVING_WORKERS": "1", "MLOPS_DATA_SOURCE": "data/diabetes.csv"}
     result = run_cli("pipeline", "--approve", "--stop-servers", **ports)
     assert result.returncode == 0, result.stdout + result.stderr
     for line in ("register: ", "build-image: ", "deploy: staging serves",
@@ -35,6 +38,19 @@ def test_pipeline_goes_to_production_with_approval(run_cli, project):
     # Same data and code: the gate rejects the retrained twin, nothing is redeployed.
     assert "gate REJECTED" in again.stdout
     assert "nothing was built or deployed" in again.stdout
+
+
+def test_register_data_prints_the_reference_and_is_idempotent(run_cli, project, tmp_path):
+    upload = write_table(tmp_path / "diabetes.csv", rows=50)
+    outputs = tmp_path / "github_output"
+    for _ in range(2):
+        result = run_cli("register-data", "--name", "diabetes", "--path", str(upload),
+                         GITHUB_OUTPUT=str(outputs))
+        assert result.returncode == 0, result.stderr
+    assert 'set [data] source = "data:diabetes:1"' in result.stdout
+    assert "same content as before" in result.stdout
+    assert outputs.read_text().splitlines().count("data_source=data:diabetes:1") == 2
+    assert (project / "mlruns" / "data" / "assets" / "diabetes.json").is_file()
 
 
 def test_stage_before_train_exits_1_with_advice(run_cli):

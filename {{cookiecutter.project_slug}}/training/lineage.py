@@ -13,6 +13,8 @@ import mlflow.sklearn
 import pandas as pd
 from mlflow.models import infer_signature
 
+from training.data import data_tags
+
 # The version's answers to scoring/sample-request.json: the smoke test's known answers.
 SAMPLE_PREDICTIONS_TAG = "sample_predictions"
 
@@ -35,13 +37,14 @@ def save_model(model, x_train, folder):
 
 
 def version_tags(git_commit, pipeline_run_id, train_run_id, data_fingerprint, gate_reason,
-                 metrics):
+                 metrics, data_source):
     """The tags of a registered version: where its code, data, run and decision came from."""
     return {
         "git_commit": git_commit,
         "pipeline_run_id": pipeline_run_id,
         "run_id": train_run_id,
         "data_fingerprint": data_fingerprint,
+        **data_tags(data_source),
         "gate_reason": gate_reason,
         **{name: str(value) for name, value in metrics.items()},
     }

@@ -9,13 +9,16 @@ ML backend's (ml_service/backends/azureml.py, with job_runs.py); schedule.py run
 the same job on a cron schedule.
 """
 import logging
+import os
 from pathlib import Path
 
 import yaml
 
-from ml_service import desired_state
+from ml_service import data_assets, desired_state
 from ml_service.azure.bindings import binding_problems
+from ml_service.azure.workspace import Scope, azure_errors
 from ml_service.errors import MlopsError
+from training.data import data_tags
 
 STEPS = ("prep_data", "train", "evaluate", "register")
 COMPONENTS_DIR = Path("training") / "components"
@@ -23,6 +26,8 @@ COMPONENTS_DIR = Path("training") / "components"
 DEFINITIONS_DIR = Path("build") / "azureml"
 # The pipeline's outputs, as the studio and `az ml job download` show them.
 OUTPUTS = ("model", "gate", "registration")
+# prep_data's input port for each kind of data ([data] source; none: the bundled sample).
+DATA_PORTS = {data_assets.URI_FILE: "data_file", data_assets.URI_FOLDER: "data_folder"}
 # The tag that marks the jobs this project submits (job_runs.finished_job lists by it).
 CREATED_BY_TAG, CREATED_BY = "created_by", "ml_service"
 
@@ -55,14 +60,50 @@ def load_components(settings):
     return components
 
 
-def pipeline_inputs(settings, git_commit):
-    """The pipeline job's inputs: everything the steps need from mlops.toml, and the
-    gate's champion: the version production's git desired state names now (Azure ML's
-    MLflow registry has no aliases to look it up by inside the job). An unset production
-    state is passed as "none" (desired_state.UNSET_VERSION), which the step reads as no
-    champion."""
+def data_input(settings, asset_type=None):
+    """The pipeline job's `data` input for [data] source, or None for the bundled sample:
+    an Azure ML data asset by reference, or a local file or folder, which the SDK uploads
+    on submission. An asset's type (uri_file or uri_folder) is the workspace's to say:
+    the submitter looks it up and passes it as `asset_type` (a dry run assumes
+    uri_folder)."""
+    from azure.ai.ml import Input
+
+    source = data_assets.resolve(settings)
+    if source.is_sample:
+        return None
+    if source.azureml_asset:
+        return Input(type=asset_type or data_assets.URI_FOLDER, path=source.reference)
+    return Input(type=source.asset_type, path=str(source.path))
+
+
+def data_asset_type(client, settings):
+    """uri_file or uri_folder: the type of the Azure ML data asset [data] source names
+    (None when it names none). Asking also checks that the version exists."""
+    asset = data_assets.resolve(settings).azureml_asset
+    if asset is None:
+        return None
+    name, version = asset
+    scope = Scope.of(settings)
+    missing = (f"[data] source azureml:{name}:{version} is not a data asset version of "
+               f"workspace {scope.workspace}",
+               "Register it (`python -m ml_service --backend azureml register-data --name "
+               f"{name} --path FILE`) and use the reference it prints, or fix [data] source.")
+    with azure_errors(f"find data asset {name} version {version}", scope, missing):
+        return client.data.get(name=name, version=version).type
+
+
+def pipeline_inputs(settings, git_commit, data=None):
+    """The pipeline job's inputs: everything the steps need from mlops.toml, the data
+    (`data`: data_input's, absent for the sample) and the gate's champion: the version
+    production's git desired state names now (Azure ML's MLflow registry has no aliases
+    to look it up by inside the job). An unset production state is passed as "none"
+    (desired_state.UNSET_VERSION), which the step reads as no champion."""
     production = desired_state.read(settings, "production")
     return {
+        "data_source": settings.data.source,
+        "target": settings.data.target,
+        "features": ",".join(settings.data.features),
+        **({"data": data} if data is not None else {}),
         "test_size": settings.training.test_size,
         "random_seed": settings.training.random_seed,
         "alpha": settings.training.alpha,
@@ -74,21 +115,27 @@ def pipeline_inputs(settings, git_commit):
     }
 
 
-def build_pipeline(settings, git_commit):
-    """The pipeline job, checked offline; raises MlopsError if it is not valid."""
+def build_pipeline(settings, git_commit, asset_type=None):
+    """The pipeline job, checked offline; raises MlopsError if it is not valid.
+    `asset_type`: the type of an Azure ML data asset in [data] source (see data_input)."""
     from azure.ai.ml import dsl
 
     steps = load_components(settings)
+    data = data_input(settings, asset_type)
+    data_port = DATA_PORTS[data.type] if data is not None else None
 
     @dsl.pipeline(name=f"{settings.model.experiment}-training",
                   display_name=f"{settings.model.name}: train, evaluate, register",
                   description="Train a challenger, gate it against the production model "
                               "and register it if it passes.",
                   default_compute=settings.azure.compute_name)
-    def training_pipeline(test_size: float, random_seed: int, alpha: float, min_r2: float,
+    def training_pipeline(data_source: str, target: str, features: str, test_size: float,
+                          random_seed: int, alpha: float, min_r2: float,
                           min_improvement: float, model_name: str, git_commit: str,
-                          champion_version: str):
-        prep_data = steps["prep_data"](test_size=test_size, random_seed=random_seed)
+                          champion_version: str, data=None):
+        prep_data = steps["prep_data"](
+            test_size=test_size, random_seed=random_seed, data_source=data_source,
+            target=target, features=features, **({data_port: data} if data_port else {}))
         train = steps["train"](data=prep_data.outputs.data, alpha=alpha)
         evaluate = steps["evaluate"](data=prep_data.outputs.data, model=train.outputs.model,
                                      model_name=model_name,
@@ -100,10 +147,10 @@ def build_pipeline(settings, git_commit):
         return {"model": train.outputs.model, "gate": evaluate.outputs.gate,
                 "registration": register.outputs.registration}
 
-    job = training_pipeline(**pipeline_inputs(settings, git_commit))
+    job = training_pipeline(**pipeline_inputs(settings, git_commit, data))
     job.experiment_name = settings.model.experiment
     job.tags = {"git_commit": git_commit, "model_name": settings.model.name,
-                CREATED_BY_TAG: CREATED_BY}
+                CREATED_BY_TAG: CREATED_BY, **data_tags(settings.data.source)}
     check_pipeline(job)
     return job
 
@@ -161,9 +208,20 @@ def plan(settings, job, inputs):
     ]
     for name, step in steps.items():
         lines.append(f"    {name:<10} {' '.join(step.component.command.split())}")
-    lines.append("  inputs       " + ", ".join(f"{k}={v}" for k, v in inputs.items()))
+    data = inputs.get("data")
+    if data is not None:
+        lines.append(f"  data         {data.type} {data.path}" + (
+            " (its type is read from the workspace on submission)"
+            if data.path.startswith("azureml:") else " (uploaded on submission)"))
+    lines.append("  inputs       " + ", ".join(
+        f"{k}={v}" for k, v in inputs.items() if k != "data"))
     lines.append(f"  outputs      {', '.join(job.outputs)}")
-    path = write_definition(settings, job._to_dict(), "training-pipeline.yml")
+    spec = job._to_dict()
+    if data is not None and not data.path.startswith("azureml:"):
+        # The SDK shows a local path as azureml:<path>; the file needs it relative to itself.
+        spec["inputs"]["data"]["path"] = Path(os.path.relpath(
+            data.path, settings.project_root / DEFINITIONS_DIR)).as_posix()
+    path = write_definition(settings, spec, "training-pipeline.yml")
     lines.append(f"  definition   {path.relative_to(settings.project_root)} (the whole job; "
                  "`az ml job create --file` takes it too)")
     return "\n".join(lines)

@@ -3,7 +3,7 @@ import re
 
 from ml_service import desired_state, git, report
 from ml_service.azure.compute import ensure_compute
-from ml_service.azure.pipeline_job import build_pipeline, write_definition
+from ml_service.azure.pipeline_job import build_pipeline, data_asset_type, write_definition
 from ml_service.azure.workspace import Scope, azure_errors, ml_client
 from ml_service.errors import MlopsError
 
@@ -36,7 +36,10 @@ def create_schedule(settings, cron, dry_run=False, client=None, time_zone="UTC")
 
     cron = check_cron(cron)
     git_commit = git.code_version(settings.project_root)
-    job = build_pipeline(settings, git_commit)
+    if not dry_run:
+        client = client or ml_client(settings)
+    job = build_pipeline(settings, git_commit,
+                         None if dry_run else data_asset_type(client, settings))
     schedule = JobSchedule(
         name=schedule_name(settings), trigger=CronTrigger(expression=cron, time_zone=time_zone),
         create_job=job, display_name=f"Retrain {settings.model.name}",
@@ -56,7 +59,6 @@ def create_schedule(settings, cron, dry_run=False, client=None, time_zone="UTC")
               f"  definition  {path.relative_to(settings.project_root)} "
               "(`az ml schedule create --file` takes it too)")
         return schedule
-    client = client or ml_client(settings)
     scope = Scope.of(settings)
     ensure_compute(client, settings)
     with azure_errors(f"create the schedule {schedule.name}", scope):

@@ -9,7 +9,8 @@ without credentials or network.
 from ml_service import git, report
 from ml_service.azure import job_runs
 from ml_service.azure.compute import ensure_compute
-from ml_service.azure.pipeline_job import build_pipeline, pipeline_inputs, plan
+from ml_service.azure.pipeline_job import (build_pipeline, data_asset_type, data_input,
+                                           pipeline_inputs, plan)
 from ml_service.azure.workspace import Scope, azure_errors, ml_client
 from ml_service.backends.base import publish_gate, publish_rejection
 from ml_service.errors import MlopsError
@@ -37,10 +38,12 @@ class AzureMLBackend:
         """
         settings = self.settings
         git_commit = git.code_version(settings.project_root)
-        job = build_pipeline(settings, git_commit)
         if dry_run:
-            print(plan(settings, job, pipeline_inputs(settings, git_commit)))
+            job = build_pipeline(settings, git_commit)
+            print(plan(settings, job, pipeline_inputs(settings, git_commit,
+                                                      data_input(settings))))
             return job
+        job = build_pipeline(settings, git_commit, data_asset_type(self.client, settings))
         ensure_compute(self.client, settings)
         with azure_errors("submit the training pipeline job", self.scope):
             submitted = self.client.jobs.create_or_update(

@@ -10,11 +10,11 @@ import time
 
 import mlflow
 
-from ml_service import desired_state, git, report, tracking
+from ml_service import data_assets, desired_state, git, report, tracking
 from ml_service.backends.base import publish_gate, publish_rejection
 from ml_service.errors import MlopsError
 from training import evaluation_report, gate, lineage
-from training.data import fingerprint, load_dataset, split_dataset
+from training.data import fingerprint, split_dataset
 from training.model import regression_metrics, train_model
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,10 @@ class LocalBackend:
         """Train on the configured data; return the new lineage run id. (dry_run changes
         nothing: a local run sends nothing anywhere.)"""
         settings = self.settings
+        data_source = data_assets.resolve(settings)
+        features, target = data_assets.load(settings, data_source)
+        data_assets.check_sample_request(settings)
         client, experiment_id = tracking.connect(settings)
-        features, target = load_dataset()
         data_fingerprint = fingerprint(features, target)
         x_train, x_test, y_train, y_test = split_dataset(
             features, target, settings.training.test_size, settings.training.random_seed)
@@ -46,6 +48,7 @@ class LocalBackend:
                 "test_rows": len(x_test),
                 "data_fingerprint": data_fingerprint,
             })
+            mlflow.set_tags(data_source.tags())
             model = train_model(x_train, y_train, settings.training.alpha)
             metrics = regression_metrics(model, x_test, y_test)
             mlflow.log_metrics(metrics)
@@ -56,6 +59,7 @@ class LocalBackend:
             tracking.TRAIN_RUN_ID: train_run_id,
             tracking.MODEL_URI: model_info.model_uri,
             tracking.DATA_FINGERPRINT: data_fingerprint,
+            **data_source.tags(),
         }.items():
             client.set_tag(lineage_id, tag, value)
         report.publish("train", f"pipeline run {lineage_id}; held-out " + ", ".join(
@@ -70,10 +74,11 @@ class LocalBackend:
         lineage_run = tracking.find_lineage(client, experiment_id, run_id)
         lineage_id = lineage_run.info.run_id
         model_uri = tracking.require_tag(lineage_run, tracking.MODEL_URI, "train")
-        features, target = load_dataset()
+        features, target = data_assets.load(settings)
         if fingerprint(features, target) != lineage_run.data.tags[tracking.DATA_FINGERPRINT]:
             raise MlopsError(
-                f"The data changed since pipeline run {lineage_id} was trained.",
+                f"The data ([data] source {settings.data.source}) changed since pipeline run "
+                f"{lineage_id} was trained.",
                 "Run `python -m ml_service train` again so both models are scored on the "
                 "same data.")
         _, x_test, _, y_test = split_dataset(
@@ -132,7 +137,9 @@ class LocalBackend:
             git_commit=git.head(settings.project_root), pipeline_run_id=lineage_id,
             train_run_id=train_run.info.run_id,
             data_fingerprint=tags[tracking.DATA_FINGERPRINT],
-            gate_reason=tags[tracking.GATE_REASON], metrics=train_run.data.metrics)
+            gate_reason=tags[tracking.GATE_REASON], metrics=train_run.data.metrics,
+            # Runs trained before [data] source existed trained on the sample.
+            data_source=tags.get("data_source", "sample"))
         version_tags[lineage.SAMPLE_PREDICTIONS_TAG] = lineage.sample_predictions(
             tags[tracking.MODEL_URI], settings.project_root / "scoring" / "sample-request.json")
         with tracking.stage_run(lineage_id, "register"):

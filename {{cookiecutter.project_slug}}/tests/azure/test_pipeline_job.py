@@ -15,6 +15,7 @@ from ml_service.backends.azureml import AzureMLBackend
 from ml_service.errors import MlopsError
 from tests.helpers.azure_fakes import azure_settings
 from tests.helpers.azureml_fakes import settings_of_a_copy
+from tests.helpers.data import write_table
 from tests.helpers.project import PROJECT_ROOT
 
 COMPONENTS = PROJECT_ROOT / "training" / "components"
@@ -41,7 +42,9 @@ def test_components_load_with_their_declared_inputs_and_outputs():
         types_of[step] = {name: port.type for name, port in
                           {**component.inputs, **component.outputs}.items()}
     assert types_of["prep_data"] == {"test_size": "number", "random_seed": "integer",
-                                     "data": "uri_folder"}
+                                     "data_file": "uri_file", "data_folder": "uri_folder",
+                                     "data_source": "string", "target": "string",
+                                     "features": "string", "data": "uri_folder"}
     assert types_of["train"]["model"] == "mlflow_model"
     assert types_of["evaluate"]["model"] == "mlflow_model"
     assert types_of["evaluate"]["gate"] == "uri_folder"
@@ -80,7 +83,9 @@ def test_pipeline_inputs_come_from_the_settings(settings):
     az = azure_settings(settings, project_root=PROJECT_ROOT, training={"alpha": 0.7},
                         gate={"min_r2": 0.25})
     inputs = pipeline_job.build_pipeline(az, "0123abc")._to_dict()["inputs"]
-    assert inputs == {"test_size": az.training.test_size,
+    assert inputs == {"data_source": "sample", "target": "target",
+                      "features": "age,sex,bmi,bp,s1,s2,s3,s4,s5,s6",
+                      "test_size": az.training.test_size,
                       "random_seed": az.training.random_seed, "alpha": 0.7, "min_r2": 0.25,
                       "min_improvement": az.gate.min_improvement,
                       "model_name": az.model.name, "git_commit": "0123abc",
@@ -158,3 +163,60 @@ def test_the_written_job_definition_loads_and_validates_as_a_job_file(az_copy):
     assert Path(path.parent, job.jobs["train"].component.code).resolve() == \
         az_copy.project_root.resolve()
     assert bindings.binding_problems(job._to_dict()) == []
+
+
+def test_the_sample_needs_no_data_input(job):
+    spec = job._to_dict()
+    assert "data" not in spec["inputs"]
+    assert not {"data_file", "data_folder"} & set(spec["jobs"]["prep_data"]["inputs"])
+    assert spec["tags"]["data_source"] == "sample"
+
+
+@pytest.mark.parametrize("source, asset_type, port, path", [
+    ("azureml:diabetes:4", "uri_file", "data_file", "azureml:diabetes:4"),
+    ("azureml:diabetes:4", "uri_folder", "data_folder", "azureml:diabetes:4"),
+    ("data/diabetes.csv", None, "data_file", "{root}/data/diabetes.csv"),
+    ("data", None, "data_folder", "{root}/data"),
+])
+def test_the_data_source_is_the_pipeline_jobs_input_to_prep_data(
+        settings, source, asset_type, port, path):
+    """A data asset goes in by reference, a local file or folder by path (the SDK uploads
+    it); either reaches prep_data's input of its type, with [data] for the lineage."""
+    write_table(settings.project_root / "data" / "diabetes.csv", rows=50)
+    az = azure_settings(settings, pipeline={"backend": "azureml"},
+                        data={"source": source, "features": ("bmi", "bp")})
+    job = pipeline_job.build_pipeline(az, "abc", asset_type)
+    data = job.inputs.data._data
+    assert (data.type, data.path) == (asset_type or ("uri_file" if port == "data_file"
+                                                     else "uri_folder"),
+                                      path.format(root=settings.project_root))
+    spec = job._to_dict()
+    prep = spec["jobs"]["prep_data"]["inputs"]
+    assert prep[port]["path"] == binding("parent.inputs.data")
+    assert ({"data_file", "data_folder"} - {port}).isdisjoint(prep)
+    assert spec["inputs"]["features"] == "bmi,bp"
+    assert spec["inputs"]["data_source"] == source
+    assert spec["tags"]["data_source"] == source
+    if source.startswith("azureml:"):
+        assert (spec["tags"]["data_asset_name"], spec["tags"]["data_asset_version"]) == (
+            "diabetes", "4")
+
+
+def test_an_azure_ml_data_asset_needs_the_azureml_backend(settings):
+    local = azure_settings(settings, data={"source": "azureml:diabetes:4"})
+    with pytest.raises(MlopsError, match="only the azureml backend") as raised:
+        pipeline_job.build_pipeline(local, "abc")
+    assert "--backend azureml" in raised.value.fix
+
+
+def test_dry_run_of_a_csv_source_writes_a_definition_that_uploads_it(
+        settings, az_copy, capsys):
+    csv = write_table(az_copy.project_root / "data" / "diabetes.csv", rows=50)
+    az = azure_settings(settings, project_root=az_copy.project_root,
+                        data={"source": "data/diabetes.csv"})
+    AzureMLBackend(az).submit(dry_run=True)
+    assert f"data         uri_file {csv} (uploaded on submission)" in capsys.readouterr().out
+    path = az.project_root / "build" / "azureml" / "training-pipeline.yml"
+    job = load_job(source=path)
+    assert job._validate().passed
+    assert Path(path.parent, job.inputs["data"].path).resolve() == csv.resolve()

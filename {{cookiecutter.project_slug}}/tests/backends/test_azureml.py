@@ -6,6 +6,7 @@ are recorded by stand-ins (tests/helpers/azureml_fakes.py).
 import types
 
 import pytest
+from azure.ai.ml.entities import Data
 
 from ml_service import git
 from ml_service.azure import workspace
@@ -15,8 +16,8 @@ from ml_service.backends.base import GATE_REPORT
 from ml_service.errors import MlopsError
 from tests.helpers.azure_fakes import FakeCredential, FakeTransport, azure_settings
 from tests.helpers.azureml_fakes import (COMPUTE, EXISTING_COMPUTE, MISSING_COMPUTE,
-                                         WORKSPACE, WORKSPACE_FOUND, FakeJobs, client_with,
-                                         created_compute)
+                                         WORKSPACE, WORKSPACE_FOUND, FakeData, FakeJobs,
+                                         client_with, created_compute)
 from tests.helpers.project import PROJECT_ROOT
 
 
@@ -149,3 +150,26 @@ def test_a_failed_job_points_to_its_logs(az):
     with pytest.raises(MlopsError, match="ended Failed") as raised:
         AzureMLBackend(az, client=client).submit()
     assert "https://ml.azure.com/runs/sharp_job_42" in raised.value.fix
+
+
+def test_a_data_asset_source_is_looked_up_and_passed_as_the_jobs_input(az, settings):
+    """The asset's type comes from the workspace, which also proves the version exists."""
+    jobs = FakeJobs()
+    data = FakeData([Data(name="diabetes", version="4", type="uri_file",
+                          path="azureml://datastores/workspaceblobstore/paths/d.csv")])
+    client, _ = client_with(az, [("GET", COMPUTE, EXISTING_COMPUTE)], jobs=jobs, data=data)
+
+    def with_source(source):
+        return azure_settings(settings, project_root=PROJECT_ROOT, data={"source": source},
+                              pipeline={"backend": "azureml"})
+
+    asset = with_source("azureml:diabetes:4")
+    AzureMLBackend(asset, client=client).submit()
+    [(job, _)] = jobs.submitted
+    assert (job.inputs.data._data.type, job.inputs.data._data.path) == (
+        "uri_file", "azureml:diabetes:4")
+    assert job.tags["data_asset_version"] == "4"
+    missing = with_source("azureml:diabetes:5")
+    with pytest.raises(MlopsError, match="azureml:diabetes:5 is not a data asset") as raised:
+        AzureMLBackend(missing, client=client).submit()
+    assert "register-data" in raised.value.fix

@@ -1,9 +1,11 @@
-"""Stand-ins for the Azure ML job and schedule operations, and the compute routes.
+"""Stand-ins for the Azure ML job, schedule and data operations, and the compute routes.
 
 Compute calls go through the real MLClient to azure_fakes.FakeTransport (the request
-bodies are the SDK's own); job and schedule operations, which would upload the code
-snapshot to blob storage, are recorded by stand-ins at the operations level.
+bodies are the SDK's own); job, schedule and data asset operations, which would upload
+the code snapshot or the data to blob storage, are recorded by stand-ins at the
+operations level.
 """
+import copy
 import json
 import shutil
 import types
@@ -98,12 +100,42 @@ class FakeSchedules:
         return types.SimpleNamespace(result=lambda: schedule)
 
 
-def client_with(az, routes, jobs=None, schedules=None):
+class FakeData:
+    """The data asset operations: `assets` are the workspace's versions (Data entities);
+    create_or_update records the entity and gives it the next version, as Azure ML does."""
+
+    def __init__(self, assets=()):
+        self.assets = list(assets)
+        self.created = []
+
+    def list(self, name):
+        found = [asset for asset in self.assets if asset.name == name]
+        if not found:
+            raise ResourceNotFoundError(f"Data asset {name} was not found.")
+        return iter(found)
+
+    def get(self, name, version):
+        for asset in self.assets:
+            if (asset.name, asset.version) == (name, version):
+                return asset
+        raise ResourceNotFoundError(f"Data asset {name}:{version} was not found.")
+
+    def create_or_update(self, data):
+        self.created.append(data)
+        version = str(1 + sum(asset.name == data.name for asset in self.assets))
+        created = copy.copy(data)
+        created.version = version
+        self.assets.append(created)
+        return created
+
+
+def client_with(az, routes, jobs=None, schedules=None, data=None):
     """The real MLClient's compute operations over a fake transport, plus stand-ins."""
     transport = FakeTransport(routes)
     real = workspace.ml_client(az, credential=FakeCredential(), transport=transport)
     client = types.SimpleNamespace(compute=real.compute, workspaces=real.workspaces,
-                                   jobs=jobs or FakeJobs(), schedules=schedules or FakeSchedules())
+                                   jobs=jobs or FakeJobs(), schedules=schedules or FakeSchedules(),
+                                   data=data or FakeData())
     return client, transport
 
 

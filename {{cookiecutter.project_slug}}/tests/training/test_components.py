@@ -4,6 +4,7 @@ Each step's command is read from training/components/<step>.yml, its bindings ar
 replaced with local folders and values, and the module's main() is called with the
 resulting arguments, against a local MLflow store in place of the workspace's.
 """
+import dataclasses
 import json
 import re
 import shlex
@@ -16,11 +17,13 @@ from mlflow.tracking import MlflowClient
 
 from training.components import evaluate, prep_data, register, train
 from training.gate import ChampionUnavailable
+from tests.helpers.data import write_table
 from tests.helpers.project import PROJECT_ROOT
 
 COMPONENTS = PROJECT_ROOT / "training" / "components"
 MODULES = {"prep_data": prep_data, "train": train, "evaluate": evaluate, "register": register}
 BINDING = re.compile(r"\$\{\{\s*(inputs|outputs)\.(\w+)\s*\}\}")
+OPTIONAL = re.compile(r"\$\[\[(.*?)\]\]", re.S)  # Azure ML drops it if its input is unset
 
 
 def component(step):
@@ -32,12 +35,17 @@ def arguments(step, values):
     spec = component(step)
     declared = {**spec.get("inputs", {}), **spec.get("outputs", {})}
 
+    def optional(match):
+        names = [name for _, name in BINDING.findall(match.group(1))]
+        assert all(declared[name].get("optional") for name in names), match.group(0)
+        return match.group(1) if all(name in values for name in names) else ""
+
     def fill(match):
         name = match.group(2)
         assert name in declared, f"{step}.yml binds {name}, which it does not declare"
         return shlex.quote(str(values[name]))
 
-    words = shlex.split(BINDING.sub(fill, spec["command"]))
+    words = shlex.split(BINDING.sub(fill, OPTIONAL.sub(optional, spec["command"])))
     assert words[:2] == ["python", "-m"]
     return words[2], words[3:]
 
@@ -60,14 +68,23 @@ def store(tmp_path, migrated_database, monkeypatch):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def run_pipeline(folder, settings, git_commit="0123456789abcdef", champion_version="none"):
+def data_values(settings, **data):
+    """prep_data's data inputs as the pipeline job passes them from [data]; `data` is the
+    mounted file or folder (data_file=... or data_folder=...), none for the sample."""
+    return {"data_source": settings.data.source, "target": settings.data.target,
+            "features": ",".join(settings.data.features), **data}
+
+
+def run_pipeline(folder, settings, git_commit="0123456789abcdef", champion_version="none",
+                 **data):
     """The four steps in order, as the pipeline job wires them (`champion_version` as the
-    submitter reads it from production's desired state); returns the output folders."""
+    submitter reads it from production's desired state; `data` as in data_values);
+    returns the output folders."""
     out = {name: folder / name for name in ("data", "model", "info", "gate", "registration")}
     out["model"].mkdir(parents=True)  # Azure ML creates output folders before the step runs
     training, gate = settings.training, settings.gate
     run_step("prep_data", {"test_size": training.test_size, "random_seed": training.random_seed,
-                           "data": out["data"]})
+                           "data": out["data"], **data_values(settings, **data)})
     run_step("train", {"data": out["data"], "alpha": training.alpha, "model": out["model"],
                        "info": out["info"]})
     run_step("evaluate", {"data": out["data"], "model": out["model"],
@@ -104,6 +121,33 @@ def test_first_run_registers_a_version_with_the_local_lineage_tags(tmp_path, set
     train_run = store.get_run(version.tags["run_id"])
     assert float(version.tags["rmse"]) == pytest.approx(train_run.data.metrics["rmse"])
     assert (out["model"] / "MLmodel").is_file()
+
+
+def test_an_azure_ml_data_asset_input_is_read_and_named_on_the_version(
+        tmp_path, settings, store):
+    """The job mounts the asset (here a folder) and passes [data] source along, which
+    the version carries as its asset name and version."""
+    mounted = tmp_path / "mounted"
+    write_table(mounted / "part-1.parquet", change=lambda frame: frame.iloc[:200])
+    write_table(mounted / "part-2.csv", change=lambda frame: frame.iloc[200:])
+    az = dataclasses.replace(settings, data=dataclasses.replace(
+        settings.data, source="azureml:diabetes:4"))
+    out = run_pipeline(tmp_path / "run1", az, data_folder=mounted)
+    summary = read(out["data"], "data.json")
+    assert summary["data_source"] == "azureml:diabetes:4"
+    assert summary["train_rows"] + summary["test_rows"] == 442
+    tags = store.get_model_version(settings.model.name, "1").tags
+    assert (tags["data_source"], tags["data_asset_name"], tags["data_asset_version"]) == (
+        "azureml:diabetes:4", "diabetes", "4")
+    assert store.get_run(tags["run_id"]).data.tags["data_asset_version"] == "4"
+
+
+def test_prep_data_stops_on_a_schema_problem_naming_the_column(tmp_path, settings):
+    path = write_table(tmp_path / "upload.csv", change=lambda frame: frame.drop(columns="bp"))
+    with pytest.raises(SystemExit, match=r"upload.csv has no column\(s\) 'bp'"):
+        run_step("prep_data", {"test_size": 0.2, "random_seed": 1, "data": tmp_path / "out",
+                               **data_values(settings, data_file=path)})
+    assert not (tmp_path / "out" / "data.json").exists()
 
 
 def test_identical_retrain_is_rejected_against_the_production_champion(
@@ -171,9 +215,10 @@ def test_evaluate_without_a_tracking_store_says_what_to_set(tmp_path, monkeypatc
         evaluate.evaluate(tmp_path, tmp_path, tmp_path, "m", "none", 0.3, 0.005)
 
 
-def test_prep_data_runs_as_the_module_command_azure_ml_starts(tmp_path):
+def test_prep_data_runs_as_the_module_command_azure_ml_starts(tmp_path, settings):
     module, argv = arguments("prep_data", {"test_size": 0.25, "random_seed": 7,
-                                           "data": tmp_path / "data"})
+                                           "data": tmp_path / "data",
+                                           **data_values(settings)})
     result = subprocess.run([sys.executable, "-m", module, *argv], cwd=PROJECT_ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

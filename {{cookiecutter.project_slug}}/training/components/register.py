@@ -27,13 +27,14 @@ def register(data_dir, model_dir, info_dir, gate_dir, registration_dir, model_na
         return None
     require_tracking("register")
     info = read_json(info_dir, "train.json")
+    data = read_json(data_dir, "data.json")
     tags = lineage.version_tags(
         git_commit=git_commit,
         # The pipeline job's name; Azure ML sets it in every step of a pipeline.
         pipeline_run_id=os.environ.get("AZUREML_ROOT_RUN_ID", "unknown"),
         train_run_id=info["run_id"] or "unknown",
-        data_fingerprint=read_json(data_dir, "data.json")["data_fingerprint"],
-        gate_reason=decision["reason"], metrics=info["metrics"])
+        data_fingerprint=data["data_fingerprint"], gate_reason=decision["reason"],
+        metrics=info["metrics"], data_source=data["data_source"])
     source = Path(mlflow_model_dir(model_dir)).resolve().as_uri()
     version = lineage.register(source, model_name, tags)
     write_json(registration_dir, "registration.json",

@@ -8,6 +8,7 @@ import mlflow
 
 from training import lineage
 from training.components import read_json, read_split, tracking_configured, write_json
+from training.data import data_tags
 from training.model import regression_metrics, train_model
 
 
@@ -22,10 +23,11 @@ def train(data_dir, model_dir, info_dir, alpha):
     if tracking_configured():
         # Inside Azure ML this is the step's own run (MLFLOW_RUN_ID is set for the job).
         with mlflow.start_run() as run:
+            data = read_json(data_dir, "data.json")
             mlflow.log_params({"alpha": alpha, "train_rows": len(x_train),
                                "test_rows": len(x_test),
-                               "data_fingerprint": read_json(data_dir, "data.json")[
-                                   "data_fingerprint"]})
+                               "data_fingerprint": data["data_fingerprint"]})
+            mlflow.set_tags(data_tags(data["data_source"]))
             mlflow.log_metrics(metrics)
             run_id = run.info.run_id
     info = {"run_id": run_id, "alpha": alpha, "metrics": metrics}
