@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ml_service import desired_state
-from ml_service.config import TARGET_NAMES
+from ml_service.config import DEPLOY_TARGETS
 from ml_service.errors import MlopsError
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def _check_local_store(settings, database):
     clashing with that history), or a read-only one (it fails at the first write)."""
     if not database.exists():
         deployed = {target: desired_state.read(settings, target).model_version
-                    for target in TARGET_NAMES}
+                    for target in DEPLOY_TARGETS}
         deployed = {target: version for target, version in deployed.items()
                     if version != desired_state.UNSET_VERSION}
         if deployed:
