@@ -115,7 +115,9 @@ def _module_env(settings, model_version, image, image_digest):
 def render(settings, model_version, image, image_digest):
     """The deployment manifest that runs `image` (by `image_digest`) on the device."""
     options = settings.edge
-    registry = image.split("/", 1)[0]
+    reference_of_image = _image_reference(model_version, image, image_digest)
+    # A dry run's placeholder names no registry: the one build-image pushes to, then.
+    registry = settings.image.registry if image.startswith("<") else image.split("/", 1)[0]
     port = f"{CONTAINER_PORT}/tcp"
     scoring_options = {
         "ExposedPorts": {port: {}},
@@ -147,7 +149,7 @@ def render(settings, model_version, image, image_digest):
             "status": "running",
             "restartPolicy": options.restart_policy,
             "imagePullPolicy": "on-create",
-            "settings": {"image": _image_reference(model_version, image, image_digest),
+            "settings": {"image": reference_of_image,
                          **create_options(scoring_options)},
             "env": _module_env(settings, model_version, image, image_digest),
         }},

@@ -223,6 +223,14 @@ def test_dry_run_of_a_version_without_digest_says_how_to_push(settings, pushed):
         dry_run.deploy_plan(settings, "edge", "2")
 
 
+def test_dry_run_signed_out_of_azure_ml_plans_with_a_placeholder(project):
+    settings = load_settings(project / "mlops.toml",
+                             environ={"MLOPS_PIPELINE_BACKEND": "azureml"})
+    text = dry_run.deploy_plan(settings, "edge", "4")
+    assert "module           scoring: <image of version 4: read from the Azure ML" in text
+    assert "valid against deploy/edge/schemas/" in text
+
+
 def test_deploy_commits_the_manifest_and_sends_the_credentials_only_to_az(
         pushed, fake_az, deploy_edge, capsys):
     _, calls = fake_az
