@@ -18,7 +18,7 @@ import pytest
 from ml_service import desired_state
 from ml_service.config import load_settings
 from ml_service.errors import ConfigError, MlopsError
-from ml_service.releasing import deployment, dry_run, registry
+from ml_service.releasing import deployment, dry_run, registry, smoke
 from ml_service.targets import edge_manifest, get_target
 from tests.helpers.project import git
 
@@ -275,10 +275,26 @@ def test_deploy_refuses_before_az_without_credentials_or_extension(fake_az, depl
     assert [call["argv"][:2] for call in calls()] == [["extension", "show"]]
 
 
-class Health(BaseHTTPRequestHandler):
+class Module(BaseHTTPRequestHandler):
+    """The scoring module as the device exposes it: health on /, keyed /score that
+    answers as version 1."""
+
     def do_GET(self):
         self.send_response(200 if self.path == "/" else 404)
         self.end_headers()
+
+    def do_POST(self):
+        rows = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["data"]
+        if self.headers.get("Authorization") != f"Bearer {SECRETS['EDGE_SCORING_KEY']}":
+            self.send_response(401)
+            self.end_headers()
+            return
+        body = json.dumps({"predictions": [150.0] * len(rows), "model_version": "1"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass
@@ -286,8 +302,8 @@ class Health(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def device():
-    """A stand-in for the module's health endpoint on the device."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    """A stand-in for the scoring module on the device, at its scoring URI."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Module)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/score"
@@ -310,3 +326,18 @@ def test_status_is_the_committed_version_at_the_device_address(project, device, 
     target.stop()
     assert "is left running" in capsys.readouterr().out
     assert target.status().healthy
+
+
+def test_smoke_test_reaches_the_module_at_the_scoring_uri(pushed, device, client,
+                                                          monkeypatch):
+    settings = load_settings(pushed / "mlops.toml", environ={"MLOPS_EDGE_SCORING_URI": device})
+    desired_state.write(settings, "edge", desired_state.DesiredState(
+        "1", f"{IMAGE}:1-0123abc", DIGEST))
+    monkeypatch.setenv("EDGE_SCORING_KEY", SECRETS["EDGE_SCORING_KEY"])
+    smoke.smoke_test(settings, "edge")
+    tags = client.get_model_version(settings.model.name, "1").tags
+    assert tags[registry.smoke_tag("edge")] == "passed"
+    desired_state.write(settings, "edge", desired_state.DesiredState(
+        "2", f"{IMAGE}:2-0123abc", DIGEST))  # the device still answers as version 1
+    with pytest.raises(MlopsError, match="serves model version 1, expected 2"):
+        smoke.smoke_test(settings, "edge")
