@@ -88,7 +88,8 @@ def _check_local_store(settings, database):
                 + "); a new empty store would number versions from 1 again.",
                 f"Restore {database} (or point [tracking] uri / MLFLOW_TRACKING_URI at the "
                 "store), or, to start over on purpose, set MODEL_VERSION to none in "
-                "deploy/overlays/*/kustomization.yaml and commit that.")
+                "deploy/overlays/*/kustomization.yaml (and delete deploy/edge/deployment.json) "
+                "and commit that.")
         database.parent.mkdir(parents=True, exist_ok=True)
     elif not (os.access(database, os.W_OK) and os.access(database.parent, os.W_OK)):
         raise MlopsError(
