@@ -16,6 +16,9 @@ CI_FOLDERS = {"github": {".github"}, "azure-devops": {".azure-pipelines"},
               "both": {".github", ".azure-pipelines"}}
 # `${{ ... }}` is GitHub Actions / Azure ML expression syntax, not a leftover.
 LEFTOVER = re.compile(r"(?<!\$)\{\{|\{%|(?<![.\w])cookiecutter\.(?!json)")
+# Third-party files kept byte for byte (cookiecutter.json: _copy_without_render), whose
+# own text may contain "{{" (an IoT Edge schema's example "{{iot:identity}}").
+VENDORED = ("deploy/edge/schemas/",)
 
 
 # The slow tests (real scoring servers, replayed CI jobs) take minutes and depend on no
@@ -67,6 +70,7 @@ def test_layout_and_ci_pruning(project, combination):
 def test_no_template_syntax_left(project):
     leftovers = [f"{path.relative_to(project)}: {match.group(0)!r}"
                  for path in files(project)
+                 if not path.relative_to(project).as_posix().startswith(VENDORED)
                  for match in [LEFTOVER.search(path.read_text(errors="ignore"))] if match]
     assert leftovers == []
 

@@ -5,6 +5,7 @@ each key exists and has the declared type, so a typo or a wrong value fails
 at start-up with the name of the key, never deep inside a stage.
 """
 import dataclasses
+import json
 import os
 import re
 import tomllib
@@ -112,6 +113,20 @@ class ProductionSettings(TargetSettings):
 
 
 @dataclasses.dataclass(frozen=True)
+class EdgeSettings(TargetSettings):
+    """An Azure IoT Edge device (kind = "edge"): deployed explicitly, never promoted to."""
+
+    iot_hub: str
+    device_id: str
+    module_name: str
+    restart_policy: str
+    # How smoke tests reach the module: http://<device address>:<port>/score
+    scoring_uri: str
+    # Extra environment variables of the scoring module
+    env: dict
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     project_root: Path
     pipeline: PipelineSettings
@@ -125,10 +140,11 @@ class Settings:
     serving: ServingSettings
     staging: StagingSettings
     production: ProductionSettings
+    edge: EdgeSettings
 
     def target_settings(self, name) -> TargetSettings:
-        """The section of deployment target `name`: [staging] or [production]."""
-        sections = {"staging": self.staging, "production": self.production}
+        """The section of deployment target `name`: [staging], [production] or [edge]."""
+        sections = {"staging": self.staging, "production": self.production, "edge": self.edge}
         if name not in sections:
             raise ConfigError(f"There is no deployment target {name!r}.",
                               f"Use one of: {', '.join(sections)}.")
@@ -149,9 +165,16 @@ MODEL_NAME_RULE = (
 
 BACKENDS = ("local", "azureml")
 IMAGE_BUILDS = ("auto", "context-only")
+# The promotion chain: the pipeline deploys staging and promotes it to production.
 TARGET_NAMES = ("staging", "production")
+# An IoT Edge device: deployed explicitly (`deploy --target edge --model-version N`).
+EDGE_TARGET = "edge"
+DEPLOY_TARGETS = (*TARGET_NAMES, EDGE_TARGET)
 TARGET_KINDS = {"staging": ("local", "container", "aci"),
-                "production": ("local", "container", "aks")}
+                "production": ("local", "container", "aks"),
+                EDGE_TARGET: ("edge",)}
+# What edgeAgent accepts as a module's restartPolicy.
+EDGE_RESTART_POLICIES = ("never", "on-failure", "on-unhealthy", "always")
 
 SECTIONS = {
     field.name: field.type
@@ -186,11 +209,27 @@ CONSTRAINTS = {
     ("serving", "container_memory_mb"): (lambda v: v >= 256, "at least 256 MB"),
     **{(target, "kind"): (lambda v, t=target: v in TARGET_KINDS[t],
                           " or ".join(map(repr, TARGET_KINDS[target])))
-       for target in TARGET_NAMES},
+       for target in DEPLOY_TARGETS},
     **{(target, "port"): (lambda v: 1024 <= v <= 65535, "a port between 1024 and 65535")
-       for target in TARGET_NAMES},
+       for target in DEPLOY_TARGETS},
     **{(target, "smoke_max_latency_ms"): (lambda v: v > 0, "positive")
-       for target in TARGET_NAMES},
+       for target in DEPLOY_TARGETS},
+    # [edge]: names IoT Hub and the deployment manifest accept.
+    ("edge", "iot_hub"): (lambda v: re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{1,48}[A-Za-z0-9]",
+                                                 v),
+                          "an IoT Hub name: 3-50 letters, digits and hyphens"),
+    ("edge", "device_id"): (lambda v: re.fullmatch(r"[A-Za-z0-9\-:.+%_#*?!(),=@$']{1,128}", v),
+                            "an IoT Hub device id (1-128 letters, digits and -:.+%_#*?!(),=@$')"),
+    ("edge", "module_name"): (lambda v: re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v)
+                              and v not in ("edgeAgent", "edgeHub"),
+                              "1-64 letters, digits, '_' or '-', not edgeAgent or edgeHub"),
+    ("edge", "restart_policy"): (lambda v: v in EDGE_RESTART_POLICIES,
+                                 " or ".join(map(repr, EDGE_RESTART_POLICIES))),
+    ("edge", "scoring_uri"): (lambda v: v == "" or re.fullmatch(r"https?://\S+/score", v),
+                              "empty, or the module's URL: http://<device address>:<port>/score"),
+    ("edge", "env"): (lambda v: all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)
+                                    and isinstance(value, str) for name, value in v.items()),
+                      'a table of NAME = "value" strings (names: letters, digits, _)'),
 }
 
 
@@ -198,6 +237,16 @@ def _coerce(raw, kind, key, from_environment):
     """Return `raw` as `kind`; environment variables (always strings) are parsed."""
     if kind is tuple:
         return _string_list(raw, key, from_environment)
+    if from_environment and kind is dict:
+        # A table from the environment is JSON: MLOPS_EDGE_ENV='{"LOG_LEVEL": "debug"}'.
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raw = None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"Setting {key} is not a JSON object.",
+                              'Set it to JSON such as {"NAME": "value"}.')
+        return raw
     if from_environment and kind is not str:
         try:
             return kind(raw)

@@ -4,6 +4,10 @@ The state is the `images:` entry and the `scoring-model` literals between the
 desired-state markers of deploy/overlays/<target>/kustomization.yaml (format in
 deploy/README.md). It is edited line by line, so comments and layout survive and
 a promotion's git diff shows exactly what changed.
+
+The edge target (an IoT Edge device) has no overlay: its desired state is the
+deployment manifest deploy/edge/deployment.json (targets/edge_manifest.py), which
+`az iot edge set-modules` applies as it is, committed the same way.
 """
 import dataclasses
 import re
@@ -11,7 +15,9 @@ import re
 import yaml
 
 from ml_service import git
+from ml_service.config import EDGE_TARGET
 from ml_service.errors import MlopsError
+from ml_service.targets import edge_manifest
 
 BEGIN = "# --- desired state"
 END = "# --- end of desired state"
@@ -36,6 +42,9 @@ class DesiredState:
 
 
 def overlay_file(settings, target):
+    """The file holding `target`'s desired state (edge: its deployment manifest)."""
+    if target == EDGE_TARGET:
+        return edge_manifest.manifest_path(settings)
     return settings.project_root / "deploy" / "overlays" / target / "kustomization.yaml"
 
 
@@ -51,6 +60,11 @@ def _block(text, path):
 
 def read(settings, target):
     """The desired state of `target`, as committed (or edited) in its overlay."""
+    if target == EDGE_TARGET:
+        manifest = edge_manifest.read(settings)
+        if manifest is None:
+            return DesiredState(UNSET_VERSION, "", "")
+        return DesiredState(*edge_manifest.deployed(settings, manifest))
     path = overlay_file(settings, target)
     if not path.exists():
         raise MlopsError(f"Overlay {path} does not exist.",
@@ -66,6 +80,9 @@ def read(settings, target):
 
 def write(settings, target, state):
     """Rewrite the desired-state keys of `target`'s overlay; return the file path."""
+    if target == EDGE_TARGET:
+        return edge_manifest.write(settings, state.model_version, state.image,
+                                   state.image_digest)
     path = overlay_file(settings, target)
     text = path.read_text()
     start, end = _block(text, path)

@@ -3,7 +3,8 @@
 A Release is one registered model version in one scoring image; a Deployment is a
 target's own report of what it serves; Target is the interface every kind of
 deployment target implements (targets/local.py, targets/container.py, targets/aci.py,
-targets/aks.py).
+targets/aks.py,
+targets/edge.py).
 Nothing here talks to MLflow or Azure: releasing/ reads Releases from the registry
 and moves them between targets. Every target takes its scoring key from the deploying
 environment the same way (`scoring_key`).
@@ -67,6 +68,15 @@ class Target(Protocol):
 
     def plan(self, release: Release) -> str:
         """What deploy(release) would do, for --dry-run; sends nothing."""
+
+
+def pinned_image(release):
+    """`repository@sha256:...` when the image was pushed, else `repository:tag`."""
+    if not release.image_digest:
+        return release.image
+    repository = release.image.rpartition(":")[0] if ":" in release.image.rsplit("/", 1)[-1] \
+        else release.image
+    return f"{repository}@{release.image_digest}"
 
 
 def http_status(url, timeout=5):

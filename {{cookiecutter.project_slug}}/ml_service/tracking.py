@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ml_service import desired_state
-from ml_service.config import TARGET_NAMES
+from ml_service.config import DEPLOY_TARGETS
 from ml_service.errors import MlopsError
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def _check_local_store(settings, database):
     clashing with that history), or a read-only one (it fails at the first write)."""
     if not database.exists():
         deployed = {target: desired_state.read(settings, target).model_version
-                    for target in TARGET_NAMES}
+                    for target in DEPLOY_TARGETS}
         deployed = {target: version for target, version in deployed.items()
                     if version != desired_state.UNSET_VERSION}
         if deployed:
@@ -88,7 +88,8 @@ def _check_local_store(settings, database):
                 + "); a new empty store would number versions from 1 again.",
                 f"Restore {database} (or point [tracking] uri / MLFLOW_TRACKING_URI at the "
                 "store), or, to start over on purpose, set MODEL_VERSION to none in "
-                "deploy/overlays/*/kustomization.yaml and commit that.")
+                "deploy/overlays/*/kustomization.yaml (and delete deploy/edge/deployment.json) "
+                "and commit that.")
         database.parent.mkdir(parents=True, exist_ok=True)
     elif not (os.access(database, os.W_OK) and os.access(database.parent, os.W_OK)):
         raise MlopsError(

@@ -14,7 +14,8 @@ from tests.helpers.project import PROJECT_ROOT, copy_project
 # of the caller's, so the suite behaves the same on a laptop, in this project's CI and
 # inside another CI job.
 CALLER_VARIABLES = ("MLOPS_", "MLFLOW_", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY", "GITHUB_ENV",
-                    "TF_BUILD", "STAGING_SCORING_KEY", "PRODUCTION_SCORING_KEY", "SCORING_KEY")
+                    "TF_BUILD", "STAGING_SCORING_KEY", "PRODUCTION_SCORING_KEY", "SCORING_KEY",
+                    "EDGE_SCORING_KEY", "ACR_USERNAME", "ACR_PASSWORD")
 
 
 @pytest.fixture(autouse=True)

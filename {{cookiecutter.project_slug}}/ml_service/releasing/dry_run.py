@@ -8,6 +8,7 @@ registry value would be read, and runs on a laptop without `az login`, as
 manifests, the local server command) comes from the target itself (`Target.plan`).
 """
 from ml_service import desired_state, tracking
+from ml_service.config import DEPLOY_TARGETS
 from ml_service.release import Release
 from ml_service.releasing import registry
 from ml_service.targets import get_target
@@ -37,7 +38,7 @@ class Registry:
         if not self.signed_in_only:
             return registry.release_for(self.client, self.settings, version)
         context = registry.context_dir(self.settings, version)
-        for target in ("staging", "production"):
+        for target in DEPLOY_TARGETS:
             state = desired_state.read(self.settings, target)
             if state.model_version == version:
                 return Release(self.settings.model.name, version, state.image,

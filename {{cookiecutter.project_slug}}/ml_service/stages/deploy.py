@@ -1,11 +1,11 @@
 """deploy: make a target run its desired state (ml_service/releasing/deployment.py)."""
-from ml_service.config import TARGET_NAMES
+from ml_service.config import DEPLOY_TARGETS
 
-HELP = "deploy a model version's image to staging or production"
+HELP = "deploy a model version's image to staging, production or an IoT Edge device"
 
 
 def add_arguments(parser):
-    parser.add_argument("--target", required=True, choices=TARGET_NAMES)
+    parser.add_argument("--target", required=True, choices=DEPLOY_TARGETS)
     parser.add_argument("--model-version", help="set the desired state to this version first")
 
 

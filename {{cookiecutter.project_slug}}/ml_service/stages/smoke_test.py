@@ -1,11 +1,11 @@
 """smoke-test: check a deployed target's answers (ml_service/releasing/smoke.py)."""
-from ml_service.config import TARGET_NAMES
+from ml_service.config import DEPLOY_TARGETS
 
 HELP = "send sample requests to a deployed target and check the answers"
 
 
 def add_arguments(parser):
-    parser.add_argument("--target", required=True, choices=TARGET_NAMES)
+    parser.add_argument("--target", required=True, choices=DEPLOY_TARGETS)
 
 
 def run(settings, args):

@@ -19,21 +19,12 @@ from pathlib import Path
 from ml_service.azure.workspace import Scope, azure_errors, default_credential
 from ml_service.errors import MlopsError
 from ml_service.release import (Deployment, Release, http_status, key_headers, key_variable,
-                                scoring_key)
+                                pinned_image, scoring_key)
 
 CONTAINER_NAME = "scoring"
 CONTAINER_PORT = 5001
 KEY_VARIABLE = "SCORING_KEY"  # inside the container (scoring/score.py)
 POLL_SECONDS = 5
-
-
-def pinned_image(release):
-    """`repository@sha256:...` when the image was pushed, else `repository:tag`."""
-    if not release.image_digest:
-        return release.image
-    repository = release.image.rpartition(":")[0] if ":" in release.image.rsplit("/", 1)[-1] \
-        else release.image
-    return f"{repository}@{release.image_digest}"
 
 
 def registry_of(image):

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from ml_service import desired_state
-from ml_service.config import TARGET_NAMES, load_settings
+from ml_service.config import EDGE_TARGET, TARGET_NAMES, load_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # What running the project leaves behind (stores, servers' state, build contexts,
@@ -40,6 +40,8 @@ def copy_project(destination, database, image_build="context-only"):
         desired_state.write(settings, target, desired_state.DesiredState(
             model_version=desired_state.UNSET_VERSION, image=f"{image_name}:unset",
             image_digest=""))
+    # The edge device's desired state is its manifest: none before a deployment.
+    desired_state.overlay_file(settings, EDGE_TARGET).unlink(missing_ok=True)
     return destination
 
 
