@@ -8,8 +8,8 @@ import warnings
 
 from ml_service.config import BACKENDS, PipelineSettings, load_settings
 from ml_service.errors import MlopsError
-from ml_service.stages import (build_image, deploy, evaluate, infra, pipeline, promote,
-                               register, rollback, schedule, smoke_test, stop, train)
+from ml_service.stages import (build_image, deploy, evaluate, infra, monitor, pipeline,
+                               promote, register, rollback, schedule, smoke_test, stop, train)
 
 STAGES = {
     "train": train,
@@ -24,6 +24,7 @@ STAGES = {
     "pipeline": pipeline,
     "schedule": schedule,
     "infra": infra,
+    "monitor": monitor,
 }
 
 

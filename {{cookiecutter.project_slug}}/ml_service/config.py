@@ -103,6 +103,20 @@ class ProductionSettings(TargetSettings):
 
 
 @dataclasses.dataclass(frozen=True)
+class MonitoringSettings:
+    """[monitoring]: the scoring servers' prediction log and the `monitor` drift check."""
+
+    p_value: float
+    min_rows: int
+    window_rows: int
+    window_hours: float
+    sample_rate: float
+    log_max_bytes: int
+    log_backups: int
+    log_analytics_workspace: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     project_root: Path
     pipeline: PipelineSettings
@@ -115,6 +129,7 @@ class Settings:
     serving: ServingSettings
     staging: StagingSettings
     production: ProductionSettings
+    monitoring: MonitoringSettings
 
     def target_settings(self, name) -> TargetSettings:
         """The section of deployment target `name`: [staging] or [production]."""
@@ -170,6 +185,13 @@ CONSTRAINTS = {
     ("serving", "startup_timeout"): (lambda v: v > 0, "positive"),
     ("serving", "container_cpus"): (lambda v: 0 < v <= 64, "between 0 and 64 cores"),
     ("serving", "container_memory_mb"): (lambda v: v >= 256, "at least 256 MB"),
+    ("monitoring", "p_value"): (lambda v: 0 < v < 1, "a probability between 0 and 1"),
+    ("monitoring", "min_rows"): (lambda v: v >= 10, "at least 10"),
+    ("monitoring", "window_rows"): (lambda v: v >= 10, "at least 10"),
+    ("monitoring", "window_hours"): (lambda v: v > 0, "positive"),
+    ("monitoring", "sample_rate"): (lambda v: 0 <= v <= 1, "a share from 0 to 1"),
+    ("monitoring", "log_max_bytes"): (lambda v: v >= 10_000, "at least 10000"),
+    ("monitoring", "log_backups"): (lambda v: 1 <= v <= 100, "between 1 and 100"),
     **{(target, "kind"): (lambda v, t=target: v in TARGET_KINDS[t],
                           " or ".join(map(repr, TARGET_KINDS[target])))
        for target in TARGET_NAMES},
