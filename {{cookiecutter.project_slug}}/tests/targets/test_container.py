@@ -20,6 +20,8 @@ from ml_service import tracking
 from ml_service.backends.local import LocalBackend
 from ml_service.config import load_settings
 from ml_service.errors import MlopsError
+from ml_service.monitoring import records
+from ml_service.monitoring.prediction_log import log_folder
 from ml_service.release import Release
 from ml_service.releasing import registry
 from ml_service.releasing.deployment import deploy
@@ -166,6 +168,9 @@ def test_score_answers_and_a_bad_request_gets_its_4xx(container_settings):
     for _, payload, expected, message in BAD_REQUESTS[:3] + BAD_REQUESTS[-3:]:
         status, body = post(uri, payload)
         assert status == expected and message in body["error"]
+    # The read-only container recorded the one answered request in the mounted folder.
+    [record] = records.read_log_files(log_folder(settings, "staging"))
+    assert record["model_version"] == "1" and record["rows"] == 2
 
 
 @real_containers
