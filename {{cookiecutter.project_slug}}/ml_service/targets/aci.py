@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ml_service.azure.workspace import Scope, azure_errors, default_credential
 from ml_service.errors import MlopsError
+from ml_service.monitoring.prediction_log import server_environment
 from ml_service.release import (Deployment, Release, http_status, key_headers, key_variable,
                                 scoring_key)
 
@@ -73,6 +74,8 @@ def build_container_group(settings, release, key, target="staging"):
         "IMAGE_DIGEST": release.image_digest or "none",
         "SCORING_MAX_BATCH_SIZE": str(settings.serving.max_batch_size),
         "WORKER_COUNT": str(settings.serving.workers),
+        # The prediction records go to stdout, collected by Log Analytics.
+        **server_environment(settings.monitoring),
     }
     container = models.Container(
         name=CONTAINER_NAME,

@@ -111,6 +111,9 @@ def test_container_group_spec(az):
     assert variables["MODEL_VERSION"].value == "3"
     assert variables["IMAGE_DIGEST"].value == DIGEST
     assert variables["SCORING_KEY"].secure_value == KEY and variables["SCORING_KEY"].value is None
+    # Prediction records on stdout (no log file), sampled as [monitoring] says.
+    assert variables["MLOPS_PREDICTION_LOG_SAMPLE"].value == str(az.monitoring.sample_rate)
+    assert "MLOPS_PREDICTION_LOG" not in variables
     identity = (f"/subscriptions/{az.azure.subscription_id}/resourceGroups/"
                 f"{az.azure.resource_group}/providers/Microsoft.ManagedIdentity/"
                 f"userAssignedIdentities/{az.staging.pull_identity}")
