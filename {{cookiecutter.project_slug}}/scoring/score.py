@@ -264,9 +264,14 @@ class _SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
 def _prediction_log():
     """The prediction log's settings and handler, or None when nothing is recorded."""
-    sample = float(os.environ.get(PREDICTION_LOG_SAMPLE_ENV, "1"))
-    if not 0 <= sample <= 1:
-        raise ValueError(f"{PREDICTION_LOG_SAMPLE_ENV}={sample}: expected a share from 0 to 1")
+    value = os.environ.get(PREDICTION_LOG_SAMPLE_ENV, "1")
+    try:
+        sample = float(value)
+    except ValueError:
+        sample = -1.0
+    if not 0 <= sample <= 1:  # also refuses NaN
+        raise ValueError(f"{PREDICTION_LOG_SAMPLE_ENV}={value!r}: expected a share of the "
+                         "requests to record, from 0 to 1")
     if sample == 0:
         return None
     path = os.environ.get(PREDICTION_LOG_ENV)

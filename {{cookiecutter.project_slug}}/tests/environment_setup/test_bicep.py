@@ -421,3 +421,10 @@ def test_aks_sends_container_logs_to_the_monitoring_workspace(parsed):
     main = MAIN.read_text()
     assert "logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId" in main
     assert "logAnalyticsName: monitoring.outputs.logAnalyticsName" in main
+
+
+def test_monitor_queries_the_workspace_environment_setup_creates():
+    assert "var logAnalyticsName = 'log-${projectSlug}'" in MAIN.read_text()
+    settings = tomllib.loads((PROJECT_ROOT / "mlops.toml").read_text())
+    slug = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["name"]
+    assert settings["monitoring"]["log_analytics_workspace"] == f"log-{slug}"

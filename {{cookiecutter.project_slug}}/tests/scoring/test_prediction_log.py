@@ -141,3 +141,10 @@ def test_a_failing_log_never_fails_the_request(monkeypatch, model_dir, tmp_path,
     log_file.mkdir()  # the log cannot be opened any more (even by root)
     assert len(score_rows(score, [[0.01] * len(COLUMNS)])) == 1
     assert "IsADirectoryError" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("share", ["1.5", "nan", "half"])
+def test_a_sample_share_outside_0_to_1_stops_the_start_with_the_variable_named(
+        monkeypatch, model_dir, share):
+    with pytest.raises(ValueError, match=f"MLOPS_PREDICTION_LOG_SAMPLE='{share}'.*from 0 to 1"):
+        started(monkeypatch, model_dir, MLOPS_PREDICTION_LOG_SAMPLE=share)
