@@ -64,7 +64,7 @@ def _az(command, run):
                if "az login" in text.lower() else
                "Check that environment_setup/ created the workspace ([monitoring] "
                "log_analytics_workspace) and that the signed-in identity may read it "
-               "(Log Analytics Reader).")
+               "(environment_setup/ gives the CI identity Log Analytics Contributor on it).")
         raise MlopsError(f"`{' '.join(command[:4])}` failed: {text}", fix)
     return result.stdout
 

@@ -35,7 +35,7 @@ BUILTIN_ROLES = {
     "4abbcc35-e782-43d8-92c5-2d3f1bd2253f": "Azure Kubernetes Service Cluster User Role",
     "a7ffa36f-339b-4b5c-8bdf-e2c188b2c0eb": "Azure Kubernetes Service RBAC Writer",
     "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b": "Azure Kubernetes Service RBAC Cluster Admin",
-    "73c42c96-874c-492b-b04d-ab87d138a893": "Log Analytics Reader",
+    "92aaf0da-9dab-42b6-94a3-d43ce8d16293": "Log Analytics Contributor",
 }
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 
