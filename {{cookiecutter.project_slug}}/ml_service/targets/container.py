@@ -229,7 +229,7 @@ class ContainerTarget(LoopbackTarget):
         self.prediction_log_dir.mkdir(parents=True, exist_ok=True)
         # The image's user (uid 10001) writes and rotates the log files in it: the folder
         # is writable for all, as the container's uid is not this machine's user.
-        self.prediction_log_dir.chmod(0o777)  # nosec B103
+        self.prediction_log_dir.chmod(0o777)
         previous = self._current()
         if previous is not None:
             # One port per target: the old container steps aside but stays until the
