@@ -272,6 +272,17 @@ def test_unpushed_release_is_refused_with_the_push_command(settings):
         ContainerTarget("staging", settings).reference(release)
 
 
+def test_the_container_writes_its_prediction_log_to_the_targets_folder(settings):
+    release = Release(model_name="m", model_version="3", image="r/m:3-abc",
+                      image_digest="sha256:" + "ab" * 32, context_digest="",
+                      context_dir=PROJECT_ROOT)
+    plan = ContainerTarget("staging", settings).plan(release)
+    folder = log_folder(settings, "staging")
+    assert f"--volume {folder}:/var/log/mlops:rw" in plan
+    assert "--env MLOPS_PREDICTION_LOG=/var/log/mlops/predictions.jsonl" in plan
+    assert f"--env MLOPS_PREDICTION_LOG_SAMPLE={settings.monitoring.sample_rate}" in plan
+
+
 def test_pipeline_falls_back_to_processes_without_docker(settings, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no docker command at all
     assert pipeline_container_settings(settings) == (None, "no docker command is installed")
