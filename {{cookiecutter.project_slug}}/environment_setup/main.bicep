@@ -177,6 +177,7 @@ module aks 'modules/aks.bicep' = if (deployAks) {
     minNodes: aksMinNodes
     maxNodes: aksMaxNodes
     registryName: registry.outputs.name
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
     adminPrincipalId: adminPrincipalId
     fluxConfigurationName: fluxConfigurationName
     gitRepositoryUrl: gitRepositoryUrl
@@ -195,6 +196,7 @@ module identities 'modules/identities.bicep' = {
     aciPullIdentityName: aciPullIdentityName
     workspaceName: workspace.outputs.name
     registryName: registry.outputs.name
+    logAnalyticsName: monitoring.outputs.logAnalyticsName
     clusterName: deployAks ? aksName : ''
     githubRepository: githubRepository
     githubEnvironments: githubEnvironments

@@ -8,9 +8,9 @@ import warnings
 
 from ml_service.config import BACKENDS, PipelineSettings, load_settings
 from ml_service.errors import MlopsError
-from ml_service.stages import (build_image, deploy, evaluate, infra, pipeline, predict,
-                               promote, register, register_data, rollback, schedule, smoke_test,
-                               stop, train)
+from ml_service.stages import (build_image, deploy, evaluate, infra, monitor, pipeline,
+                               predict, promote, register, register_data, rollback, schedule,
+                               smoke_test, stop, train)
 
 STAGES = {
     "train": train,
@@ -27,6 +27,7 @@ STAGES = {
     "infra": infra,
     "register-data": register_data,
     "predict": predict,
+    "monitor": monitor,
 }
 
 

@@ -127,6 +127,20 @@ class EdgeSettings(TargetSettings):
 
 
 @dataclasses.dataclass(frozen=True)
+class MonitoringSettings:
+    """[monitoring]: the scoring servers' prediction log and the `monitor` drift check."""
+
+    p_value: float
+    min_rows: int
+    window_rows: int
+    window_hours: float
+    sample_rate: float
+    log_max_bytes: int
+    log_backups: int
+    log_analytics_workspace: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     project_root: Path
     pipeline: PipelineSettings
@@ -141,6 +155,7 @@ class Settings:
     staging: StagingSettings
     production: ProductionSettings
     edge: EdgeSettings
+    monitoring: MonitoringSettings
 
     def target_settings(self, name) -> TargetSettings:
         """The section of deployment target `name`: [staging], [production] or [edge]."""
@@ -207,6 +222,13 @@ CONSTRAINTS = {
     ("serving", "startup_timeout"): (lambda v: v > 0, "positive"),
     ("serving", "container_cpus"): (lambda v: 0 < v <= 64, "between 0 and 64 cores"),
     ("serving", "container_memory_mb"): (lambda v: v >= 256, "at least 256 MB"),
+    ("monitoring", "p_value"): (lambda v: 0 < v < 1, "a probability between 0 and 1"),
+    ("monitoring", "min_rows"): (lambda v: v >= 10, "at least 10"),
+    ("monitoring", "window_rows"): (lambda v: v >= 10, "at least 10"),
+    ("monitoring", "window_hours"): (lambda v: v > 0, "positive"),
+    ("monitoring", "sample_rate"): (lambda v: 0 <= v <= 1, "a share from 0 to 1"),
+    ("monitoring", "log_max_bytes"): (lambda v: v >= 10_000, "at least 10000"),
+    ("monitoring", "log_backups"): (lambda v: 1 <= v <= 100, "between 1 and 100"),
     **{(target, "kind"): (lambda v, t=target: v in TARGET_KINDS[t],
                           " or ".join(map(repr, TARGET_KINDS[target])))
        for target in DEPLOY_TARGETS},

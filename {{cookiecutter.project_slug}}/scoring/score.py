@@ -14,13 +14,28 @@ Error (4xx):    {"error": "what was wrong and how to fix it"}
     408 the body did not arrive within SCORING_BODY_TIMEOUT, 413 too many rows or bytes,
     415 not application/json, 422 a value, or a prediction, is not a finite number.
 Every response body is strict JSON (never NaN or Infinity).
+
+Prediction log (for `python -m ml_service monitor`): after a successful prediction, a share
+MLOPS_PREDICTION_LOG_SAMPLE (0..1, default 1) of the requests is recorded as one JSON line
+    {"mlops_prediction_log": 1, "time": "...Z", "model_version": "3", "rows": 2,
+     "inputs": {"age": [0.038, ...], ...}, "predictions": [151.3, ...]}
+(at most MLOPS_PREDICTION_LOG_MAX_ROWS rows of a request, default 100): appended to the file
+MLOPS_PREDICTION_LOG, rotated at MLOPS_PREDICTION_LOG_MAX_BYTES (default 10 MB) with
+MLOPS_PREDICTION_LOG_BACKUPS old files (default 3), or, when that is unset, printed on stdout,
+where Container Insights (AKS) and ACI's Log Analytics collect it. Neither the key nor any
+header is recorded, and a failure to record never fails the request.
 """
 import contextlib
+import datetime
+import fcntl
 import hmac
 import json
 import logging
+import logging.handlers
 import os
+import random
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -46,6 +61,15 @@ KEY_HINT = ("set it to at least %d printable ASCII characters without spaces, e.
             "of: python -c 'import secrets; print(secrets.token_urlsafe(32))'" % MIN_KEY_LENGTH)
 # Integers are parsed as floats (see _parse_json), and bool is not float: exact types only.
 _FLOAT = frozenset((float,))
+
+PREDICTION_LOG_ENV = "MLOPS_PREDICTION_LOG"
+PREDICTION_LOG_SAMPLE_ENV = "MLOPS_PREDICTION_LOG_SAMPLE"
+PREDICTION_LOG_MAX_BYTES_ENV = "MLOPS_PREDICTION_LOG_MAX_BYTES"
+PREDICTION_LOG_BACKUPS_ENV = "MLOPS_PREDICTION_LOG_BACKUPS"
+PREDICTION_LOG_MAX_ROWS_ENV = "MLOPS_PREDICTION_LOG_MAX_ROWS"
+# The key that marks a record among the container's other stdout lines (the monitor's
+# Log Analytics query looks for it).
+PREDICTION_LOG_MARKER = "mlops_prediction_log"
 
 logger = logging.getLogger("azmlinfsrv.score")
 _state = {}
@@ -172,6 +196,7 @@ def init():
         key=key,
         model_version=os.environ.get("MODEL_VERSION"),
         predict=_load_predict(model_dir, meta.flavors, columns),
+        prediction_log=_prediction_log(),
     )
     if key is None:
         logger.warning("No scoring key configured (%s or %s): /score answers anyone who can "
@@ -205,7 +230,83 @@ def run(request):
                 422, f"The model's prediction for row{'s' * (len(rows) > 1)} "
                      f"{', '.join(map(str, rows[:10]))} is not a finite number: the inputs are "
                      "far outside the range of the training data; send values of that scale"))
-    return {"predictions": predictions.tolist(), "model_version": _state["model_version"]}
+    answer = predictions.tolist()
+    _record_prediction(features, answer)
+    return {"predictions": answer, "model_version": _state["model_version"]}
+
+
+class _SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """RotatingFileHandler for one file that several processes (gunicorn workers) append to.
+
+    Each record is written under an exclusive lock on `<file>.lock`, so one worker's
+    rotation never races another's write, and a worker whose open file was rotated away by
+    another reopens the current one first. One shared file (not one per worker PID) keeps
+    the total size bounded by (backups + 1) x max bytes however often workers restart.
+    """
+
+    def emit(self, record):
+        with open(self.baseFilename + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if self.stream is not None and not self._is_current_file():
+                    self.stream.close()
+                    self.stream = None  # reopened by emit()
+                super().emit(record)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _is_current_file(self):
+        try:
+            return os.path.samestat(os.fstat(self.stream.fileno()), os.stat(self.baseFilename))
+        except OSError:
+            return False
+
+
+def _prediction_log():
+    """The prediction log's settings and handler, or None when nothing is recorded."""
+    value = os.environ.get(PREDICTION_LOG_SAMPLE_ENV, "1")
+    try:
+        sample = float(value)
+    except ValueError:
+        sample = -1.0
+    if not 0 <= sample <= 1:  # also refuses NaN
+        raise ValueError(f"{PREDICTION_LOG_SAMPLE_ENV}={value!r}: expected a share of the "
+                         "requests to record, from 0 to 1")
+    if sample == 0:
+        return None
+    path = os.environ.get(PREDICTION_LOG_ENV)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handler = _SharedRotatingFileHandler(
+            path, maxBytes=_positive_setting(PREDICTION_LOG_MAX_BYTES_ENV, 10_000_000, int),
+            backupCount=_positive_setting(PREDICTION_LOG_BACKUPS_ENV, 3, int), delay=True,
+            encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return {"sample": sample, "handler": handler,
+            "max_rows": _positive_setting(PREDICTION_LOG_MAX_ROWS_ENV, 100, int)}
+
+
+def _record_prediction(features, predictions):
+    """Record a sampled request's inputs and predictions; never raise."""
+    log = _state.get("prediction_log")
+    if log is None or random.random() >= log["sample"]:
+        return
+    try:
+        rows = min(len(features), log["max_rows"])
+        line = json.dumps({
+            PREDICTION_LOG_MARKER: 1,
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z"),
+            "model_version": _state["model_version"],
+            "rows": rows,
+            "inputs": dict(zip(_state["columns"], features[:rows].T.tolist())),
+            "predictions": predictions[:rows],
+        }, allow_nan=False)
+        log["handler"].handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
+    except Exception:  # the answer matters more than its record
+        logger.warning("The prediction could not be recorded", exc_info=True)
 
 
 def _error_response(error):

@@ -33,6 +33,9 @@ param minNodes int
 @description('Largest node count.')
 param maxNodes int
 
+@description('Resource id of the Log Analytics workspace Container Insights sends the logs to.')
+param logAnalyticsWorkspaceId string
+
 @description('Name of the container registry the cluster pulls from.')
 param registryName string
 
@@ -91,6 +94,18 @@ resource cluster 'Microsoft.ContainerService/managedClusters@2025-10-01' = {
         enabled: true
       }
     }
+    // Container Insights: the containers' stdout (the scoring servers' prediction records,
+    // which `python -m ml_service monitor` queries) goes to Log Analytics, signed in with
+    // the cluster's managed identity (no workspace key), per the data collection rule below.
+    addonProfiles: {
+      omsagent: {
+        enabled: true
+        config: {
+          logAnalyticsWorkspaceResourceID: logAnalyticsWorkspaceId
+          useAADAuth: 'true'
+        }
+      }
+    }
     autoUpgradeProfile: {
       upgradeChannel: 'patch'
       nodeOSUpgradeChannel: 'NodeImage'
@@ -116,6 +131,60 @@ resource cluster 'Microsoft.ContainerService/managedClusters@2025-10-01' = {
       networkPolicy: 'cilium'
       loadBalancerSku: 'standard'
     }
+  }
+}
+
+// What Container Insights collects: the default group, container logs in ContainerLogV2.
+resource containerInsightsRule 'Microsoft.Insights/dataCollectionRules@2023-03-11' = {
+  name: take('MSCI-${location}-${clusterName}', 64)
+  location: location
+  tags: tags
+  kind: 'Linux'
+  properties: {
+    dataSources: {
+      extensions: [
+        {
+          name: 'ContainerInsightsExtension'
+          extensionName: 'ContainerInsights'
+          streams: [
+            'Microsoft-ContainerInsights-Group-Default'
+          ]
+          extensionSettings: {
+            dataCollectionSettings: {
+              interval: '1m'
+              namespaceFilteringMode: 'Off'
+              enableContainerLogV2: true
+            }
+          }
+        }
+      ]
+    }
+    destinations: {
+      logAnalytics: [
+        {
+          name: 'workspace'
+          workspaceResourceId: logAnalyticsWorkspaceId
+        }
+      ]
+    }
+    dataFlows: [
+      {
+        streams: [
+          'Microsoft-ContainerInsights-Group-Default'
+        ]
+        destinations: [
+          'workspace'
+        ]
+      }
+    ]
+  }
+}
+
+resource containerInsightsAssociation 'Microsoft.Insights/dataCollectionRuleAssociations@2023-03-11' = {
+  name: 'ContainerInsightsExtension'
+  scope: cluster
+  properties: {
+    dataCollectionRuleId: containerInsightsRule.id
   }
 }
 

@@ -30,6 +30,9 @@ param aciPullIdentityName string
 @description('Name of the Azure ML workspace.')
 param workspaceName string
 
+@description('Name of the Log Analytics workspace the scoring logs go to.')
+param logAnalyticsName string
+
 @description('Name of the container registry.')
 param registryName string
 
@@ -68,6 +71,7 @@ var roleIds = {
   acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d' // AcrPull
   aciContributor: '5d977122-f97e-4b4d-a52f-6b43003ddb4d' // Azure Container Instances Contributor Role
   identityOperator: 'f1a07417-d97a-45cb-824c-7a7467783830' // Managed Identity Operator
+  logAnalyticsContributor: '92aaf0da-9dab-42b6-94a3-d43ce8d16293' // Log Analytics Contributor
   aksClusterUser: '4abbcc35-e782-43d8-92c5-2d3f1bd2253f' // Azure Kubernetes Service Cluster User Role
   aksRbacWriter: 'a7ffa36f-339b-4b5c-8bdf-e2c188b2c0eb' // Azure Kubernetes Service RBAC Writer
 }
@@ -175,6 +179,23 @@ resource ciClusterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
   scope: cluster
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.aksRbacWriter)
+    principalId: ciIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// `python -m ml_service monitor` reads the scoring servers' records from Log Analytics, and
+// the ACI deployment reads the workspace key its container group sends logs with
+// (sharedKeys/action, which Log Analytics Reader lacks); scoped to this workspace only.
+resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2025-07-01' existing = {
+  name: logAnalyticsName
+}
+
+resource ciLogAnalytics 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(logAnalytics.id, ciIdentity.id, roleIds.logAnalyticsContributor)
+  scope: logAnalytics
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.logAnalyticsContributor)
     principalId: ciIdentity.properties.principalId
     principalType: 'ServicePrincipal'
   }

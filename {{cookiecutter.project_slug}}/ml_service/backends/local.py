@@ -13,7 +13,7 @@ import mlflow
 from ml_service import data_assets, desired_state, git, report, tracking
 from ml_service.backends.base import publish_gate, publish_rejection
 from ml_service.errors import MlopsError
-from training import evaluation_report, gate, lineage
+from training import evaluation_report, gate, lineage, reference
 from training.data import fingerprint, split_dataset
 from training.model import regression_metrics, train_model
 
@@ -54,6 +54,7 @@ class LocalBackend:
             mlflow.log_metrics(metrics)
             log.info("Held-out metrics: %s", metrics)
             model_info = lineage.log_model(model, x_train)
+            reference.log_reference(model, x_train)
             train_run_id = run.info.run_id
         for tag, value in {
             tracking.TRAIN_RUN_ID: train_run_id,

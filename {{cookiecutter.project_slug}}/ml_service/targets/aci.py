@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ml_service.azure.workspace import Scope, azure_errors, default_credential
 from ml_service.errors import MlopsError
+from ml_service.monitoring.prediction_log import server_environment
 from ml_service.release import (Deployment, Release, http_status, key_headers, key_variable,
                                 pinned_image, scoring_key)
 
@@ -45,8 +46,9 @@ def group_name(settings, target):
     return settings.target_settings(target).dns_label
 
 
-def build_container_group(settings, release, key, target="staging"):
-    """The container group that runs `release`, as the SDK model sent to Azure."""
+def build_container_group(settings, release, key, target="staging", log_analytics=None):
+    """The container group that runs `release`, as the SDK model sent to Azure;
+    `log_analytics` is (workspace id, workspace key) of the workspace its logs go to."""
     from azure.mgmt.containerinstance import models
 
     options = settings.target_settings(target)
@@ -64,6 +66,8 @@ def build_container_group(settings, release, key, target="staging"):
         "IMAGE_DIGEST": release.image_digest or "none",
         "SCORING_MAX_BATCH_SIZE": str(settings.serving.max_batch_size),
         "WORKER_COUNT": str(settings.serving.workers),
+        # The prediction records go to stdout, collected by Log Analytics.
+        **server_environment(settings.monitoring),
     }
     container = models.Container(
         name=CONTAINER_NAME,
@@ -98,17 +102,31 @@ def build_container_group(settings, release, key, target="staging"):
         tags={"model_name": release.model_name, "model_version": release.model_version,
               "image": release.image, "image_digest": release.image_digest,
               "managed_by": "ml_service"},
+        # The container's stdout (the prediction records `monitor` reads) goes to the
+        # table ContainerInstanceLog_CL of the project's Log Analytics workspace.
+        diagnostics=None if log_analytics is None else models.ContainerGroupDiagnostics(
+            log_analytics=models.LogAnalytics(workspace_id=log_analytics[0],
+                                              workspace_key=log_analytics[1],
+                                              log_type="ContainerInstanceLogs")),
     )
 
 
 def masked_body(group):
-    """The JSON body of the PUT request, secure values replaced by ***."""
+    """The JSON body of the PUT request, secure values (and the workspace key) replaced
+    by ***."""
     body = group.serialize()
+    log_analytics = body["properties"].get("diagnostics", {}).get("logAnalytics")
+    if log_analytics:
+        log_analytics["workspaceKey"] = "***"
     for container in body["properties"]["containers"]:
         for variable in container["properties"].get("environmentVariables", []):
             if "secureValue" in variable:
                 variable["secureValue"] = "***"
     return body
+
+
+# Workspaces and their shared keys (Microsoft.OperationalInsights).
+LOG_ANALYTICS_API = "2020-08-01"
 
 
 class AciTarget:
@@ -136,6 +154,39 @@ class AciTarget:
 
     def _key(self):
         return scoring_key(self.name, self.environ, required=True)
+
+    def _workspace_path(self):
+        azure = self.settings.azure
+        return (f"/subscriptions/{azure.subscription_id}/resourceGroups/{azure.resource_group}"
+                "/providers/Microsoft.OperationalInsights/workspaces/"
+                f"{self.settings.monitoring.log_analytics_workspace}")
+
+    def _log_analytics(self):
+        """(workspace id, key) of the Log Analytics workspace the logs go to; None, said
+        in a note, when it cannot be read: the model is deployed without log collection
+        rather than not at all."""
+        from azure.core.rest import HttpRequest
+
+        workspace = self._workspace_path()
+        name = self.settings.monitoring.log_analytics_workspace
+        # Two ARM calls through the client's own pipeline (sign-in, retries, transport):
+        # the generated SDK's raw-request helper, not a new SDK package for them.
+        send = self.client._send_request
+        try:
+            with azure_errors(f"read the Log Analytics workspace {name}", self.scope):
+                found = send(HttpRequest(
+                    "GET", f"{workspace}?api-version={LOG_ANALYTICS_API}"))
+                found.raise_for_status()
+                keys = send(HttpRequest(
+                    "POST", f"{workspace}/sharedKeys?api-version={LOG_ANALYTICS_API}"))
+                keys.raise_for_status()
+            return found.json()["properties"]["customerId"], keys.json()["primarySharedKey"]
+        except MlopsError as error:
+            print(f"note: {self.name} runs without sending its logs to Log Analytics "
+                  f"({error.what}), so `monitor --target {self.name}` sees no traffic. "
+                  f"{error.fix} The CI identity gets Log Analytics Contributor on {name} "
+                  "from environment_setup/.", flush=True)
+            return None
 
     def check_ready(self):
         """Deploying needs no setup beyond what deploy itself checks."""
@@ -182,7 +233,8 @@ class AciTarget:
     def _apply(self, release, key):
         from azure.core.exceptions import HttpResponseError
 
-        spec = build_container_group(self.settings, release, key, self.name)
+        spec = build_container_group(self.settings, release, key, self.name,
+                                     self._log_analytics())
         action = f"deploy version {release.model_version} to the container group {self.group}"
         with azure_errors(action, self.scope):
             try:
@@ -260,7 +312,9 @@ class AciTarget:
 
     def plan(self, release):
         """What deploy would send, as text for --dry-run (the key shown as ***)."""
-        spec = build_container_group(self.settings, release, "***", self.name)
+        spec = build_container_group(
+            self.settings, release, "***", self.name,
+            (f"<customerId of {self.settings.monitoring.log_analytics_workspace}>", "***"))
         options = self.settings.target_settings(self.name)
         lines = [
             f"ACI {self.name} deployment (dry run: nothing is sent to Azure)",

@@ -20,6 +20,7 @@ import urllib.error
 
 from ml_service import http_client
 from ml_service.errors import MlopsError
+from ml_service.monitoring.prediction_log import LOG_NAME, server_environment
 from ml_service.release import Deployment, http_status
 from ml_service.targets.loopback import LoopbackTarget
 
@@ -36,6 +37,9 @@ HEALTH_INTERVAL = "1s"
 # tmpfs inside the container, not this machine's /tmp.
 CONTAINER_TMP = "/tmp"  # nosec B108
 ROOT_USERS = ("", "0", "root", "0:0", "root:root")
+# Where the container writes its prediction log: the target's folder on this machine
+# (.mlops/<target>/) mounted read-write, the only writable path besides the tmpfs.
+CONTAINER_LOG_DIR = "/var/log/mlops"
 
 
 def docker(*args, timeout=600, env=None):
@@ -148,6 +152,10 @@ class ContainerTarget(LoopbackTarget):
                 "--env", f"MODEL_VERSION={release.model_version}",
                 "--env", f"WORKER_COUNT={self.serving.workers}",
                 "--env", f"SCORING_MAX_BATCH_SIZE={self.serving.max_batch_size}",
+                "--volume", f"{self.prediction_log_dir}:{CONTAINER_LOG_DIR}:rw",
+                *(argument for name, value in server_environment(
+                    self.monitoring, f"{CONTAINER_LOG_DIR}/{LOG_NAME}").items()
+                  for argument in ("--env", f"{name}={value}")),
                 # The target's key by name only: docker reads its value from its own
                 # environment, so the key is never on a command line.
                 *(["--env", "SCORING_KEY"] if self.scoring_key else []),
@@ -218,6 +226,10 @@ class ContainerTarget(LoopbackTarget):
         reference = self.reference(release)
         image_port = self._pull(reference)
         docker("rm", "--force", self.previous_name)  # left by an interrupted deploy
+        self.prediction_log_dir.mkdir(parents=True, exist_ok=True)
+        # The image's user (uid 10001) writes and rotates the log files in it: the folder
+        # is writable for all, as the container's uid is not this machine's user.
+        self.prediction_log_dir.chmod(0o777)
         previous = self._current()
         if previous is not None:
             # One port per target: the old container steps aside but stays until the

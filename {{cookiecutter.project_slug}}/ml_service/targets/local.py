@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from ml_service.errors import MlopsError
+from ml_service.monitoring.prediction_log import LOG_NAME, server_environment
 from ml_service.release import SERVER_KEY_VARIABLES, Deployment, http_status
 from ml_service.targets.loopback import LoopbackTarget
 
@@ -233,6 +234,7 @@ class LocalTarget(LoopbackTarget):
         return ([*command, "--bind", f"127.0.0.1:{check_port}", "--reuse-port",
                  "--env", f"MODEL_VERSION={release.model_version}", "--env", self.mark],
                 {**settings, "SCORING_MAX_BATCH_SIZE": str(self.serving.max_batch_size),
+                 **server_environment(self.monitoring, self.prediction_log_dir / LOG_NAME),
                  **({"SCORING_KEY": key} if key else {})})
 
     def plan(self, release):

@@ -1,7 +1,9 @@
 """What the targets on this machine (local processes, containers) share: a port on
-127.0.0.1 per target, the target's own scoring key, and no setup to check first."""
+127.0.0.1 per target, the target's own scoring key, a prediction log folder on this
+machine (.mlops/<target>/, read by `monitor`), and no setup to check first."""
 import os
 
+from ml_service.monitoring.prediction_log import log_folder
 from ml_service.release import key_headers, scoring_key
 
 
@@ -11,6 +13,8 @@ class LoopbackTarget:
         self.environ = os.environ if environ is None else environ
         self.port = settings.target_settings(name).port
         self.serving = settings.serving
+        self.monitoring = settings.monitoring
+        self.prediction_log_dir = log_folder(settings, name)
 
     @property
     def scoring_uri(self):

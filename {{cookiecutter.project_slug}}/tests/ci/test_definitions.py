@@ -117,6 +117,11 @@ def ci_files():
     return sorted([*WORKFLOWS.glob("*.y*ml"), *PIPELINES.rglob("*.y*ml")])
 
 
+def pipeline_files():
+    """The pipelines of .azure-pipelines/ (not their templates)."""
+    return PIPELINES / "ci.yml", PIPELINES / "cd.yml", PIPELINES / "monitor.yml"
+
+
 def workflow_files():
     return sorted(WORKFLOWS.glob("*.y*ml"))
 
@@ -322,8 +327,12 @@ def test_github_permissions_are_least_privilege():
             assert (granted.get("pull-requests") == "write") == promotes, (
                 f"{where}: pull-requests: write exactly when the job may open the "
                 "promotion pull request")
+            opens_issues = any(re.search(r"\bgh issue create\b", step.get("run", ""))
+                               for step in steps)
+            assert (granted.get("issues") == "write") == opens_issues, (
+                f"{where}: issues: write exactly when the job opens the drift issue")
             writes = {scope for scope, level in granted.items() if level == "write"}
-            assert writes <= {"id-token", "contents", "pull-requests"}, (
+            assert writes <= {"id-token", "contents", "pull-requests", "issues"}, (
                 f"{where}: unexpected write {writes}")
 
 
@@ -478,7 +487,7 @@ def azure_expanded_steps(path):
 
 def azure_cli_calls():
     calls = []
-    for path in (PIPELINES / "ci.yml", PIPELINES / "cd.yml"):
+    for path in pipeline_files():
         variables = {**azure_variables(), **mapping_variables(load(path))}
         # Secret variables reach a step only through its env, kept there as references.
         secrets = {**variables, **{name: f"$({name})" for name in SCORING_KEYS.values()}}
@@ -534,7 +543,7 @@ def test_azure_pipelines_match_the_schema(tmp_path):
     """ci.yml and cd.yml as they are; each template as each caller expands it; the
     variables template inside a minimal pipeline (on its own it is not a pipeline)."""
     checker = require_tool("check-jsonschema", "check-jsonschema")
-    files = [PIPELINES / "ci.yml", PIPELINES / "cd.yml"]
+    files = list(pipeline_files())
     documents = [{"variables": load(PIPELINES / "variables-template.yml")["variables"],
                   "steps": [{"script": "true"}]}]
     for path in files[:]:
@@ -563,7 +572,7 @@ def test_azure_reads_only_outputs_the_stages_publish():
     stage_of_step = {call.step_name: call.args.stage
                      for call in azure_cli_calls() if call.step_name}
     reference = re.compile(r"(?:\$\(|outputs\['(?:\w+\.)?|variables\[')(\w+)\.(\w+)")
-    for path in (PIPELINES / "ci.yml", PIPELINES / "cd.yml"):
+    for path in pipeline_files():
         for step_name, output in reference.findall(path.read_text()):
             if step_name in stage_of_step:
                 stage = stage_of_step[step_name]
@@ -575,7 +584,7 @@ def test_azure_reads_only_outputs_the_stages_publish():
 @needs_azure
 def test_azure_signs_in_with_the_federated_service_connection_only():
     tasks = 0
-    for path in (PIPELINES / "ci.yml", PIPELINES / "cd.yml"):
+    for path in pipeline_files():
         for where, step, _ in azure_expanded_steps(path):
             task = str(step.get("task", ""))
             if task.startswith(("AzureCLI@", "AzurePowerShell@", "AzureKeyVault@")):

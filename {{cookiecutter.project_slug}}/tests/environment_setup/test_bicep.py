@@ -35,6 +35,7 @@ BUILTIN_ROLES = {
     "4abbcc35-e782-43d8-92c5-2d3f1bd2253f": "Azure Kubernetes Service Cluster User Role",
     "a7ffa36f-339b-4b5c-8bdf-e2c188b2c0eb": "Azure Kubernetes Service RBAC Writer",
     "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b": "Azure Kubernetes Service RBAC Cluster Admin",
+    "92aaf0da-9dab-42b6-94a3-d43ce8d16293": "Log Analytics Contributor",
 }
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 
@@ -405,3 +406,25 @@ def test_names_fit_azure_rules(param_values, slug):
     names = evaluate_names(values, resource_group, values["location"])
     for name, rule in NAME_RULES.items():
         assert re.fullmatch(rule, names[name]), f"{name}={names[name]!r} breaks {rule}"
+
+
+def test_aks_sends_container_logs_to_the_monitoring_workspace(parsed):
+    """Container Insights (the monitoring addon and its data collection rule) sends the
+    scoring servers' stdout, the prediction records `monitor` reads, to Log Analytics."""
+    resources = parsed[SETUP / "modules/aks.bicep"]["resources"]
+    text = (SETUP / "modules/aks.bicep").read_text()
+    types = {resource["type"] for resource in resources.values()}
+    assert {"Microsoft.Insights/dataCollectionRules",
+            "Microsoft.Insights/dataCollectionRuleAssociations"} <= types
+    assert "omsagent" in text and "logAnalyticsWorkspaceResourceID: logAnalyticsWorkspaceId" in text
+    assert "enableContainerLogV2: true" in text
+    main = MAIN.read_text()
+    assert "logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId" in main
+    assert "logAnalyticsName: monitoring.outputs.logAnalyticsName" in main
+
+
+def test_monitor_queries_the_workspace_environment_setup_creates():
+    assert "var logAnalyticsName = 'log-${projectSlug}'" in MAIN.read_text()
+    settings = tomllib.loads((PROJECT_ROOT / "mlops.toml").read_text())
+    slug = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["name"]
+    assert settings["monitoring"]["log_analytics_workspace"] == f"log-{slug}"

@@ -20,6 +20,9 @@ from tests.helpers.azure_fakes import FakeCredential, FakeTransport, arm_error, 
 KEY = "k" * 32
 DIGEST = "sha256:" + "ab" * 32
 GROUPS = r"/providers/Microsoft.ContainerInstance/containerGroups/(?P<name>[\w-]+)\?"
+WORKSPACE = r"/providers/Microsoft.OperationalInsights/workspaces/log-[\w-]+"
+WORKSPACE_ID = "11111111-2222-3333-4444-555555555555"
+WORKSPACE_KEY = "d29ya3NwYWNlLWtleQ=="
 
 
 def release(version="3", digest=None):
@@ -47,6 +50,8 @@ class FakeArm:
             ("PUT", GROUPS, self.put), ("GET", GROUPS, self.get),
             ("DELETE", GROUPS, self.delete),
             ("GET", r"/containers/scoring/logs\?", (200, {"content": "line 1\nModel failed\n"})),
+            ("GET", WORKSPACE + r"\?", (200, {"properties": {"customerId": WORKSPACE_ID}})),
+            ("POST", WORKSPACE + r"/sharedKeys\?", (200, {"primarySharedKey": WORKSPACE_KEY})),
         ])
 
     @staticmethod
@@ -111,6 +116,9 @@ def test_container_group_spec(az):
     assert variables["MODEL_VERSION"].value == "3"
     assert variables["IMAGE_DIGEST"].value == DIGEST
     assert variables["SCORING_KEY"].secure_value == KEY and variables["SCORING_KEY"].value is None
+    # Prediction records on stdout (no log file), sampled as [monitoring] says.
+    assert variables["MLOPS_PREDICTION_LOG_SAMPLE"].value == str(az.monitoring.sample_rate)
+    assert "MLOPS_PREDICTION_LOG" not in variables
     identity = (f"/subscriptions/{az.azure.subscription_id}/resourceGroups/"
                 f"{az.azure.resource_group}/providers/Microsoft.ManagedIdentity/"
                 f"userAssignedIdentities/{az.staging.pull_identity}")
@@ -217,3 +225,34 @@ def test_an_unusable_key_is_refused_before_anything_is_sent(az, arm, value, prob
         staging.deploy(release())
     assert value not in str(raised.value)  # a key, even a bad one, is never shown
     assert arm.transport.requests == []
+
+
+def test_the_container_group_sends_its_logs_to_the_monitoring_workspace(az, arm):
+    arm.healthy_images.add(aci.pinned_image(release()))
+    assert target(az, arm).deploy(release()).healthy
+    [body] = arm.puts()
+    assert body["properties"]["diagnostics"]["logAnalytics"] == {
+        "workspaceId": WORKSPACE_ID, "workspaceKey": WORKSPACE_KEY,
+        "logType": "ContainerInstanceLogs"}
+    [workspace] = arm.transport.calls("GET", WORKSPACE + r"\?")
+    assert workspace.url.split("workspaces/")[1].startswith(
+        az.monitoring.log_analytics_workspace + "?")
+
+
+def test_an_unreadable_workspace_deploys_without_log_collection_and_says_so(az, arm, capsys):
+    arm.transport.routes.insert(0, ("POST", WORKSPACE + r"/sharedKeys\?", (403, arm_error(
+        "AuthorizationFailed", "no sharedKeys/action"))))
+    arm.healthy_images.add(aci.pinned_image(release()))
+    assert target(az, arm).deploy(release()).healthy
+    [body] = arm.puts()
+    assert "diagnostics" not in body["properties"]
+    out = capsys.readouterr().out
+    assert "note: staging runs without sending its logs to Log Analytics" in out
+    assert WORKSPACE_KEY not in out
+
+
+def test_plan_masks_the_workspace_key(az, arm):
+    text = target(az, arm).plan(release())
+    assert '"workspaceKey": "***"' in text
+    assert f"<customerId of {az.monitoring.log_analytics_workspace}>" in text
+    assert not arm.transport.requests  # a plan sends nothing

@@ -20,6 +20,8 @@ from ml_service import tracking
 from ml_service.backends.local import LocalBackend
 from ml_service.config import load_settings
 from ml_service.errors import MlopsError
+from ml_service.monitoring import records
+from ml_service.monitoring.prediction_log import log_folder
 from ml_service.release import Release
 from ml_service.releasing import registry
 from ml_service.releasing.deployment import deploy
@@ -166,6 +168,9 @@ def test_score_answers_and_a_bad_request_gets_its_4xx(container_settings):
     for _, payload, expected, message in BAD_REQUESTS[:3] + BAD_REQUESTS[-3:]:
         status, body = post(uri, payload)
         assert status == expected and message in body["error"]
+    # The read-only container recorded the one answered request in the mounted folder.
+    [record] = records.read_log_files(log_folder(settings, "staging"))
+    assert record["model_version"] == "1" and record["rows"] == 2
 
 
 @real_containers
@@ -265,6 +270,17 @@ def test_unpushed_release_is_refused_with_the_push_command(settings):
                       image_digest="", context_digest="", context_dir=PROJECT_ROOT)
     with pytest.raises(MlopsError, match="--model-version 3 --push"):
         ContainerTarget("staging", settings).reference(release)
+
+
+def test_the_container_writes_its_prediction_log_to_the_targets_folder(settings):
+    release = Release(model_name="m", model_version="3", image="r/m:3-abc",
+                      image_digest="sha256:" + "ab" * 32, context_digest="",
+                      context_dir=PROJECT_ROOT)
+    plan = ContainerTarget("staging", settings).plan(release)
+    folder = log_folder(settings, "staging")
+    assert f"--volume {folder}:/var/log/mlops:rw" in plan
+    assert "--env MLOPS_PREDICTION_LOG=/var/log/mlops/predictions.jsonl" in plan
+    assert f"--env MLOPS_PREDICTION_LOG_SAMPLE={settings.monitoring.sample_rate}" in plan
 
 
 def test_pipeline_falls_back_to_processes_without_docker(settings, tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ import pytest
 
 from ml_service.config import load_settings
 from ml_service.errors import MlopsError
+from ml_service.monitoring import records
 from ml_service.release import Release
 from ml_service.releasing.image import SCORING_FILES
 from ml_service.targets.local import LocalTarget
@@ -105,6 +106,10 @@ def test_redeploy_under_a_probe_loop_loses_no_request(target, releases):
     assert probes.failures() == []
     assert probes.answers[0] == "1" and probes.answers[-1] == "2"
     assert target.status().model_version == "2"
+    # Both servers recorded every answer in the target's one prediction log (sample 1.0).
+    logged = records.read_log_files(target.prediction_log_dir)
+    assert target.prediction_log_dir == target.state_dir / "production"
+    assert sorted(record["model_version"] for record in logged) == sorted(probes.answers)
 
 
 def alive(pid):

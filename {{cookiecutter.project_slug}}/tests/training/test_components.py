@@ -121,6 +121,9 @@ def test_first_run_registers_a_version_with_the_local_lineage_tags(tmp_path, set
     train_run = store.get_run(version.tags["run_id"])
     assert float(version.tags["rmse"]) == pytest.approx(train_run.data.metrics["rmse"])
     assert (out["model"] / "MLmodel").is_file()
+    # The training sample `monitor` compares traffic with, as the local backend logs it.
+    assert [entry.path for entry in store.list_artifacts(train_run.info.run_id, "reference")] \
+        == ["reference/reference.csv"]
 
 
 def test_an_azure_ml_data_asset_input_is_read_and_named_on_the_version(

@@ -6,7 +6,7 @@ import argparse
 
 import mlflow
 
-from training import lineage
+from training import lineage, reference
 from training.components import read_json, read_split, tracking_configured, write_json
 from training.data import data_tags
 from training.model import regression_metrics, train_model
@@ -29,6 +29,7 @@ def train(data_dir, model_dir, info_dir, alpha):
                                "data_fingerprint": data["data_fingerprint"]})
             mlflow.set_tags(data_tags(data["data_source"]))
             mlflow.log_metrics(metrics)
+            reference.log_reference(model, x_train)
             run_id = run.info.run_id
     info = {"run_id": run_id, "alpha": alpha, "metrics": metrics}
     write_json(info_dir, "train.json", info)

@@ -1,0 +1,25 @@
+"""Where the scoring servers of a target record their requests, and the environment
+variables that tell scoring/score.py so (its module docstring describes the records).
+
+Targets on this machine (local processes, containers) write a rotating JSONL file in
+.mlops/<target>/ (git-ignored); ACI and AKS write to stdout, which Log Analytics collects.
+"""
+LOG_NAME = "predictions.jsonl"
+# The key that marks a record among a container's other output (as in score.py).
+MARKER = "mlops_prediction_log"
+
+
+def log_folder(settings, target):
+    """The folder holding `target`'s prediction log on this machine."""
+    return settings.project_root / ".mlops" / target
+
+
+def server_environment(monitoring, log_file=None):
+    """The scoring server's environment variables for the [monitoring] settings: records
+    go to `log_file` when given, else to stdout."""
+    return {
+        "MLOPS_PREDICTION_LOG_SAMPLE": str(monitoring.sample_rate),
+        **({"MLOPS_PREDICTION_LOG": str(log_file),
+            "MLOPS_PREDICTION_LOG_MAX_BYTES": str(monitoring.log_max_bytes),
+            "MLOPS_PREDICTION_LOG_BACKUPS": str(monitoring.log_backups)} if log_file else {}),
+    }

@@ -1,0 +1,150 @@
+"""score.py's prediction log: real records in real rotating files (several processes at
+once), on stdout otherwise, sampled, and never at the cost of an answer."""
+import json
+import multiprocessing
+import random
+
+import numpy as np
+import pytest
+
+from ml_service.monitoring import records
+from ml_service.monitoring.prediction_log import MARKER
+from tests.helpers.scoring import COLUMNS, body, load_score_module, save_model
+from tests.scoring.test_score import post
+
+KEY = "prediction-log-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("prediction-log-model") / "model"
+    save_model(folder)
+    return folder
+
+
+def started(monkeypatch, model_dir, **env):
+    """score.py initialised with MODEL_VERSION=7, a scoring key and `env`."""
+    monkeypatch.setenv("AZUREML_MODEL_DIR", str(model_dir))
+    monkeypatch.setenv("MODEL_VERSION", "7")
+    monkeypatch.setenv("SCORING_KEY", KEY)
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(value))
+    module = load_score_module()
+    module.init()
+    return module
+
+
+def score_rows(score, rows):
+    status, answer, _ = post(score, body(rows), headers={"Authorization": f"Bearer {KEY}"})
+    assert status == 200, answer
+    return answer["predictions"]
+
+
+def log_lines(folder):
+    return [line for path in sorted(folder.glob("predictions.jsonl*"))
+            if path.suffix != ".lock" for line in path.read_text().splitlines()]
+
+
+def test_records_name_the_inputs_and_predictions_and_nothing_secret(
+        monkeypatch, model_dir, tmp_path):
+    log_file = tmp_path / "log" / "predictions.jsonl"
+    score = started(monkeypatch, model_dir, MLOPS_PREDICTION_LOG=log_file)
+    rows = [[0.01 * (index + column) for column in range(len(COLUMNS))] for index in range(3)]
+    predictions = score_rows(score, rows)
+    [line] = log_file.read_text().splitlines()
+    record = json.loads(line)
+    assert record[MARKER] == 1 and record["model_version"] == "7" and record["rows"] == 3
+    assert record["inputs"] == {name: [row[i] for row in rows] for i, name in enumerate(COLUMNS)}
+    assert record["predictions"] == predictions
+    assert record["time"].endswith("Z")
+    assert KEY not in line and "Bearer" not in line and "Authorization" not in line
+
+
+def test_a_large_batch_is_recorded_up_to_the_row_limit(monkeypatch, model_dir, tmp_path):
+    log_file = tmp_path / "predictions.jsonl"
+    score = started(monkeypatch, model_dir, MLOPS_PREDICTION_LOG=log_file,
+                    MLOPS_PREDICTION_LOG_MAX_ROWS=5)
+    predictions = score_rows(score, [[0.02] * len(COLUMNS)] * 40)
+    record = json.loads(log_file.read_text())
+    assert record["rows"] == 5 and record["predictions"] == predictions[:5]
+    assert all(len(values) == 5 for values in record["inputs"].values())
+
+
+def test_files_rotate_and_stay_within_their_bounds(monkeypatch, model_dir, tmp_path):
+    score = started(monkeypatch, model_dir, MLOPS_PREDICTION_LOG=tmp_path / "predictions.jsonl",
+                    MLOPS_PREDICTION_LOG_MAX_BYTES=2000, MLOPS_PREDICTION_LOG_BACKUPS=2)
+    for index in range(60):
+        score_rows(score, [[0.001 * index] * len(COLUMNS)])
+    files = sorted(path.name for path in tmp_path.glob("predictions.jsonl*"))
+    assert files == ["predictions.jsonl", "predictions.jsonl.1", "predictions.jsonl.2",
+                     "predictions.jsonl.lock"]
+    assert all((tmp_path / name).stat().st_size <= 2000 for name in files)
+    kept = records.read_log_files(tmp_path)
+    # The newest records survive, the oldest were rotated away.
+    assert 0 < len(kept) < 60
+    assert kept[-1]["inputs"]["age"] == [pytest.approx(0.059)]
+
+
+def _write_from_a_worker(score, count):
+    rng = np.random.default_rng()
+    for _ in range(count):
+        score._record_prediction(rng.normal(size=(2, len(COLUMNS))), [1.0, 2.0])
+
+
+def test_several_worker_processes_share_one_file_without_losing_records(
+        monkeypatch, model_dir, tmp_path):
+    """Forked like gunicorn's workers: the lock keeps every record whole and rotation
+    consistent (backups enough to keep everything)."""
+    score = started(monkeypatch, model_dir, MLOPS_PREDICTION_LOG=tmp_path / "predictions.jsonl",
+                    MLOPS_PREDICTION_LOG_MAX_BYTES=20_000, MLOPS_PREDICTION_LOG_BACKUPS=50)
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_write_from_a_worker, args=(score, 150))
+               for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    lines = log_lines(tmp_path)
+    assert len(lines) == 450
+    assert all(json.loads(line)["rows"] == 2 for line in lines)
+    assert len(list(tmp_path.glob("predictions.jsonl.*"))) > 3  # it did rotate
+
+
+def test_without_a_file_records_go_to_stdout_as_one_marked_line(monkeypatch, model_dir,
+                                                                capsys):
+    score = started(monkeypatch, model_dir)
+    score_rows(score, [[0.03] * len(COLUMNS)])
+    lines = [line for line in capsys.readouterr().out.splitlines() if MARKER in line]
+    assert len(lines) == 1
+    assert records.parse_lines(lines)[0]["model_version"] == "7"
+
+
+@pytest.mark.parametrize("share", [0.0, 0.3])
+def test_sampling_records_about_the_configured_share(monkeypatch, model_dir, tmp_path, share):
+    log_file = tmp_path / "predictions.jsonl"
+    score = started(monkeypatch, model_dir, MLOPS_PREDICTION_LOG=log_file,
+                    MLOPS_PREDICTION_LOG_SAMPLE=share)
+    random.seed(1)
+    for _ in range(200):
+        score_rows(score, [[0.01] * len(COLUMNS)])
+    recorded = len(log_lines(tmp_path))
+    if share == 0:
+        assert recorded == 0 and not log_file.exists()
+    else:
+        assert 40 <= recorded <= 80  # 60 expected
+
+
+def test_a_failing_log_never_fails_the_request(monkeypatch, model_dir, tmp_path, capsys):
+    log_file = tmp_path / "predictions.jsonl"
+    score = started(monkeypatch, model_dir, MLOPS_PREDICTION_LOG=log_file)
+    log_file.mkdir()  # the log cannot be opened any more (even by root)
+    assert len(score_rows(score, [[0.01] * len(COLUMNS)])) == 1
+    assert "IsADirectoryError" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("share", ["1.5", "nan", "half"])
+def test_a_sample_share_outside_0_to_1_stops_the_start_with_the_variable_named(
+        monkeypatch, model_dir, share):
+    with pytest.raises(ValueError, match=f"MLOPS_PREDICTION_LOG_SAMPLE='{share}'.*from 0 to 1"):
+        started(monkeypatch, model_dir, MLOPS_PREDICTION_LOG_SAMPLE=share)
