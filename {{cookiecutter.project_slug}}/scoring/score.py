@@ -19,7 +19,8 @@ Prediction log (for `python -m ml_service monitor`): after a successful predicti
 MLOPS_PREDICTION_LOG_SAMPLE (0..1, default 1) of the requests is recorded as one JSON line
     {"mlops_prediction_log": 1, "time": "...Z", "model_version": "3", "rows": 2,
      "inputs": {"age": [0.038, ...], ...}, "predictions": [151.3, ...]}
-(at most MLOPS_PREDICTION_LOG_MAX_ROWS rows of a request, default 100): appended to the file
+(at most MLOPS_PREDICTION_LOG_MAX_ROWS rows of a request, default 100, drawn uniformly from a
+larger one; "request_rows" says how many it had): appended to the file
 MLOPS_PREDICTION_LOG, rotated at MLOPS_PREDICTION_LOG_MAX_BYTES (default 10 MB) with
 MLOPS_PREDICTION_LOG_BACKUPS old files (default 3), or, when that is unset, printed on stdout,
 where Container Insights (AKS) and ACI's Log Analytics collect it. Neither the key nor any
@@ -294,15 +295,20 @@ def _record_prediction(features, predictions):
     if log is None or random.random() >= log["sample"]:
         return
     try:
-        rows = min(len(features), log["max_rows"])
+        # A uniform sample of a large request's rows, in request order: its first rows
+        # alone would skew the record whenever a client sends sorted batches.
+        kept = (range(len(features)) if len(features) <= log["max_rows"]
+                else sorted(random.sample(range(len(features)), log["max_rows"])))
+        kept = list(kept)
         line = json.dumps({
             PREDICTION_LOG_MARKER: 1,
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="milliseconds").replace("+00:00", "Z"),
             "model_version": _state["model_version"],
-            "rows": rows,
-            "inputs": dict(zip(_state["columns"], features[:rows].T.tolist())),
-            "predictions": predictions[:rows],
+            "rows": len(kept),
+            "request_rows": len(features),
+            "inputs": dict(zip(_state["columns"], features[kept].T.tolist())),
+            "predictions": [predictions[index] for index in kept],
         }, allow_nan=False)
         log["handler"].handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
     except Exception:  # the answer matters more than its record

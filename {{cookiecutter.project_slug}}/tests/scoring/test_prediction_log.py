@@ -60,14 +60,25 @@ def test_records_name_the_inputs_and_predictions_and_nothing_secret(
     assert KEY not in line and "Bearer" not in line and "Authorization" not in line
 
 
-def test_a_large_batch_is_recorded_up_to_the_row_limit(monkeypatch, model_dir, tmp_path):
-    log_file = tmp_path / "predictions.jsonl"
-    score = started(monkeypatch, model_dir, MLOPS_PREDICTION_LOG=log_file,
+def test_a_large_batch_is_recorded_as_an_ordered_uniform_sample_up_to_the_row_limit(
+        monkeypatch, model_dir, tmp_path):
+    """Row i has age i / 1000, so the recorded ages tell which rows were kept."""
+    score = started(monkeypatch, model_dir, MLOPS_PREDICTION_LOG=tmp_path / "predictions.jsonl",
                     MLOPS_PREDICTION_LOG_MAX_ROWS=5)
-    predictions = score_rows(score, [[0.02] * len(COLUMNS)] * 40)
-    record = json.loads(log_file.read_text())
-    assert record["rows"] == 5 and record["predictions"] == predictions[:5]
-    assert all(len(values) == 5 for values in record["inputs"].values())
+    rows = [[index / 1000] + [0.02] * (len(COLUMNS) - 1) for index in range(200)]
+    predictions = score_rows(score, rows)
+    for _ in range(9):
+        assert score_rows(score, rows) == predictions
+    kept = set()
+    for record in records.read_log_files(tmp_path):
+        indices = [round(age * 1000) for age in record["inputs"]["age"]]
+        assert record["rows"] == 5 and record["request_rows"] == 200
+        assert all(len(values) == 5 for values in record["inputs"].values())
+        assert indices == sorted(set(indices))
+        assert record["predictions"] == [predictions[index] for index in indices]
+        kept.update(indices)
+    # The first five rows every time would be a skewed record of sorted batches.
+    assert max(kept) >= 100 and len(kept) > 10
 
 
 def test_files_rotate_and_stay_within_their_bounds(monkeypatch, model_dir, tmp_path):
