@@ -49,12 +49,15 @@ def baked(cookies_session):
     """Return a function giving the baked project folder of a combination (baked once)."""
     projects = {}
 
-    def bake(combination):
-        if combination not in projects:
-            result = cookies_session.bake(extra_context=COMBINATIONS[combination])
+    def bake(combination, **overrides):
+        """`overrides` replace answers of the combination (a variant baked once too)."""
+        key = (combination, tuple(sorted(overrides.items())))
+        if key not in projects:
+            result = cookies_session.bake(
+                extra_context={**COMBINATIONS[combination], **overrides})
             assert result.exit_code == 0, result.exception
-            projects[combination] = result.project_path
-        return projects[combination]
+            projects[key] = result.project_path
+        return projects[key]
     return bake
 
 

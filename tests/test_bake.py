@@ -1,4 +1,5 @@
 """Every baked combination is complete, clean, parseable and passes its own checks."""
+import ast
 import json
 import re
 import shutil
@@ -25,13 +26,16 @@ VENDORED = ("deploy/edge/schemas/",)
 # option but the names and the CI files, so they run in full for the combination with
 # unusual names and both CI platforms only.
 FULL_SUITE = "both-custom-names"
+# The options the full suite is run for, besides the names: the other combinations run
+# only the tests that can see what their values of these options change.
+SHAPING_OPTIONS = ("ci_platform", "python_version")
 # What running a project leaves in it (caches, virtualenvs, stores, build contexts):
 # never part of what the generator wrote, so never scanned.
 WORKING_STATE = {"__pycache__", ".pytest_cache", ".venv", "build", "mlruns", ".mlops", ".git"}
 
 
 @pytest.mark.slow
-def test_own_test_suite_passes(project, combination, tmp_path, request):
+def test_own_test_suite_passes(project, combination, baked, tmp_path, request):
     """The baked project's own suite passes in a checkout of it, as a user runs it: in
     random order (the template run's seed, so one seed repeats both orders), bytecode
     written, and in a copy, so what the suite leaves behind never reaches the bake the
@@ -46,11 +50,77 @@ def test_own_test_suite_passes(project, combination, tmp_path, request):
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                "-p", "randomly", f"--randomly-seed={seed}"]
     # The full suite runs on two workers of its own; the short ones share the template
-    # run's workers.
-    command += ["-n", "2"] if combination == FULL_SUITE else ["-n", "0", "-m", "not slow"]
+    # run's workers, and run only the fast tests their options can change.
+    if combination == FULL_SUITE:
+        command += ["-n", "2"]
+    else:
+        reference = baked(combination, **{option: COMBINATIONS[FULL_SUITE][option]
+                                          for option in SHAPING_OPTIONS})
+        selected = option_dependent_tests(project, changed_files(project, reference))
+        assert selected, "the options change files no test reads: is the selection broken?"
+        command += ["-n", "0", "-m", "not slow", *selected]
     result = subprocess.run(command, cwd=checkout, capture_output=True, text=True)
     assert result.returncode == 0, (f"seed {seed}\n" + result.stdout[-5000:]
                                     + result.stderr[-2000:])
+
+
+def changed_files(project, reference):
+    """Relative paths of the files that differ between two bakes, or are in one only."""
+    def contents(root):
+        return {path.relative_to(root).as_posix(): path.read_bytes() for path in files(root)}
+    ours, theirs = contents(project), contents(reference)
+    return {path for path in ours.keys() | theirs.keys() if ours.get(path) != theirs.get(path)}
+
+
+def option_dependent_tests(project, changed):
+    """The baked project's test modules (relative paths) that can see a file of `changed`.
+
+    Selected by what a module names, not by a marker it must remember to carry: a test
+    module sees a changed file if a string literal in it, in a conftest.py above it or in
+    a tests.* module it imports (transitively) names the file, its top-level folder (e.g.
+    ".github", "scoring") or its file name (e.g. "Dockerfile"), as a path or one part of
+    one. So a new test that reads a CI file, the Dockerfile or pyproject.toml is selected
+    without anyone deciding it; a test that reaches them only through the project's own
+    code is not (none does today: ml_service reads no file an option changes but
+    mlops.toml, and the names it holds are the full suite's concern)."""
+    wanted = {part for path in changed for part in (path.split("/")[0], path.split("/")[-1])}
+
+    def named(module, seen):
+        if module in seen or not module.is_file():
+            return set()
+        seen.add(module)
+        tree = ast.parse(module.read_text())
+        found = {part for node in ast.walk(tree)
+                 if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                 for part in node.value.split("/")} & wanted
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tests"):
+                imported = project.joinpath(*node.module.split("."))
+                found |= named(imported.with_suffix(".py"), seen)
+                found |= named(imported / "__init__.py", seen)
+        return found
+
+    tests = project / "tests"
+    return sorted(
+        module.relative_to(project).as_posix() for module in tests.rglob("test_*.py")
+        if any(named(folder / "conftest.py", set())
+               for folder in [module.parent, *module.parent.parents]
+               if folder.is_relative_to(tests))
+        or named(module, set()))
+
+
+def test_short_combinations_select_what_their_options_change(baked):
+    project = baked("azure-devops-py312")
+    reference = baked("azure-devops-py312", ci_platform="both", python_version="3.11")
+    changed = changed_files(project, reference)
+    assert {".github/workflows/ci.yml", "scoring/Dockerfile", "pyproject.toml"} <= changed
+    selected = option_dependent_tests(project, changed)
+    # CI definitions (by a helper's path), the Dockerfile's Python, the tooling's files:
+    assert {"tests/ci/test_definitions.py", "tests/ci/test_harness.py",
+            "tests/releasing/test_image.py", "tests/test_tooling.py"} <= set(selected)
+    # Release logic reads none of them.
+    assert "tests/releasing/test_release_flow.py" not in selected
+    assert option_dependent_tests(project, set()) == []
 
 
 def files(project):

@@ -18,6 +18,18 @@ CALLER_VARIABLES = ("MLOPS_", "MLFLOW_", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY",
                     "EDGE_SCORING_KEY", "ACR_USERNAME", "ACR_PASSWORD")
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle
+def pytest_collection_modifyitems(items):
+    """Modules with slow tests first, each group in the order it was (randomly) given.
+
+    `--dist loadfile` hands whole modules to the workers in collection order
+    (`--no-loadscope-reorder`: xdist would otherwise put the modules with the most tests
+    first, and a one-test module that takes minutes last, while the other worker idles).
+    Sorting by module keeps each module's tests together, so its fixtures start once."""
+    slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_modules)
+
+
 @pytest.fixture(autouse=True)
 def hermetic_environment(monkeypatch):
     """Clear the caller's settings, and MLflow's process globals: MLflow keeps the

@@ -18,10 +18,10 @@ from ml_service.config import load_settings
 from ml_service.releasing.deployment import deploy
 from ml_service.releasing.image import build_image
 from ml_service.releasing.smoke import smoke_test
-from ml_service.targets import stop
 from tests.ci.test_harness import Harness, load_workflow, what_happened
 from tests.helpers.ci_checkout import actions_checkout
-from tests.helpers.project import PROJECT_ROOT, copy_project, free_port, git
+from tests.helpers.project import (PROJECT_ROOT, copy_project, free_port, git,
+                                   kill_local_servers)
 
 WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "cd.yml"
 
@@ -69,7 +69,7 @@ def job(staged, tmp_path):
     temp = tmp_path / "runner"
     temp.mkdir()
     yield remote, checkout, temp, environ
-    stop(load_settings(checkout / "mlops.toml", environ=environ))
+    kill_local_servers(load_settings(checkout / "mlops.toml", environ=environ))
 
 
 PRODUCTION_KEY = "harness-production-scoring-key"

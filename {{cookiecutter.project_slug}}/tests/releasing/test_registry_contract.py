@@ -21,9 +21,9 @@ from ml_service.releasing.deployment import deploy
 from ml_service.releasing.image import build_image
 from ml_service.releasing.promotion import promote, rollback
 from ml_service.releasing.smoke import smoke_test
-from ml_service.targets import get_target, stop
+from ml_service.targets import get_target
 from tests.helpers.azureml_registry import ALIAS_PATH, azureml_like_registry
-from tests.helpers.project import copy_project, free_port, git
+from tests.helpers.project import copy_project, free_port, git, kill_local_servers
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def test_release_flow_on_a_registry_without_aliases(tmp_path, migrated_database)
         try:
             _release_flow(root, environ, settings)
         finally:
-            stop(settings)
+            kill_local_servers(settings)
     # Aliases may be mirrored (and refused), but nothing ever depends on reading one.
     assert all(method != "GET" for method, path in refused if ALIAS_PATH in path), refused
     assert not [path for _, path in refused if ALIAS_PATH not in path], refused

@@ -28,10 +28,10 @@ from ml_service.releasing.dry_run import promote_plan, rollback_plan
 from ml_service.releasing.image import build_image
 from ml_service.releasing.promotion import promote, rollback
 from ml_service.releasing.smoke import smoke_test
-from ml_service.targets import get_target, stop
+from ml_service.targets import get_target
 from tests.conftest import cli_env
 from tests.helpers.hosting_api import github_env, recording_api
-from tests.helpers.project import copy_project, free_port, git
+from tests.helpers.project import copy_project, free_port, git, kill_local_servers
 from training.lineage import SAMPLE_PREDICTIONS_TAG
 
 pytestmark = pytest.mark.slow
@@ -61,7 +61,7 @@ def release_project(registered, tmp_path):
                "MLOPS_PRODUCTION_PORT": str(free_port()),
                "MLOPS_SERVING_WORKERS": "1"}
     yield root, environ
-    stop(load_settings(root / "mlops.toml", environ=environ))
+    kill_local_servers(load_settings(root / "mlops.toml", environ=environ))
 
 
 def settings_for(release_project, **overrides):
