@@ -4,9 +4,7 @@ connection): batching, named columns, retries and errors over real sockets."""
 import json
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
@@ -14,12 +12,13 @@ import pytest
 from ml_service.client import ScoringClient, ScoringError
 from ml_service.errors import MlopsError
 from tests.conftest import cli_env
+from tests.helpers.http_stub import JsonHandler, serving
 from tests.helpers.project import PROJECT_ROOT
 
 KEY = "client-test-key-0123456789"
 
 
-class ScriptedScoring(BaseHTTPRequestHandler):
+class ScriptedScoring(JsonHandler):
     """Answers each POST with the next scripted (status, headers, body) of its server, or,
     once the script is used up, as score.py would: one prediction per row, here the sum
     of the row's values (so the order of the answers shows)."""
@@ -40,26 +39,13 @@ class ScriptedScoring(BaseHTTPRequestHandler):
             status, headers = 200, {}
             reply = {"predictions": [sum(row.values() if isinstance(row, dict) else row)
                                      for row in rows], "model_version": "7"}
-        payload = json.dumps(reply).encode()
-        self.send_response(status)
-        for name, value in {"Content-Type": "application/json", **headers}.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
+        self.send_json(status, reply, headers)
 
 
 @pytest.fixture(scope="module")
 def server():
-    scoring = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedScoring)
-    scoring.requests, scoring.script = [], []
-    threading.Thread(target=scoring.serve_forever, daemon=True).start()
-    yield scoring
-    scoring.shutdown()
-    scoring.server_close()
+    with serving(ScriptedScoring, requests=[], script=[]) as scoring:
+        yield scoring
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ run here directly with the tools the dev requirements install, on a git copy of 
 project (detect-secrets, bandit, YAML/JSON/TOML, whitespace); the CI-file hooks
 (check-jsonschema, actionlint) are what tests/test_ci_definitions.py runs.
 """
+import contextlib
 import json
 import os
 import re
@@ -13,14 +14,14 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import tomllib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 from packaging.requirements import Requirement
+
+from tests.helpers.http_stub import JsonHandler, serving
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
@@ -237,45 +238,29 @@ def test_coverage_and_junit_reports_come_from_pyproject_settings(tmp_path):
 
 # --- the dependency audit --------------------------------------------------------------
 
-class OsvStub(BaseHTTPRequestHandler):
-    """The OSV query API on loopback: `advisories` maps (name, version) to advisory ids."""
-
-    advisories = {}
+class OsvStub(JsonHandler):
+    """The OSV query API on loopback: the server's `advisories` maps (name, version) to
+    advisory ids."""
 
     def do_POST(self):
         query = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         name, version = query["package"]["name"], query["version"]
-        ids = self.advisories.get((name, version), [])
-        body = json.dumps({"vulns": [{
+        ids = self.server.advisories.get((name, version), [])
+        self.send_json(200, {"vulns": [{
             "id": advisory, "summary": f"{advisory} in {name}",
             "affected": [{"package": {"name": name, "ecosystem": "PyPI"}, "ranges": [
                 {"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "99.0"}]}]}],
-        } for advisory in ids]} if ids else {}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        } for advisory in ids]} if ids else {})
 
 
 @pytest.fixture
 def osv_service():
     """Start a vulnerability service knowing the given advisories; yield its URL."""
-    servers = []
-
-    def start(advisories):
-        handler = type("Stub", (OsvStub,), {"advisories": advisories})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_port}/v1/query"
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    with contextlib.ExitStack() as servers:
+        def start(advisories):
+            server = servers.enter_context(serving(OsvStub, advisories=advisories))
+            return f"http://127.0.0.1:{server.server_port}/v1/query"
+        yield start
 
 
 CANARY = ("requests", "2.19.0")

@@ -155,6 +155,14 @@ def test_writable_paths_are_mounted(rendered, env):
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_pods_record_the_configured_share_of_requests(rendered, env):
+    """AKS pods read no mlops.toml: the manifest carries [monitoring] sample_rate."""
+    (container,) = by_kind(rendered[env])["Deployment"]["spec"]["template"]["spec"]["containers"]
+    variables = {item["name"]: item.get("value") for item in container["env"]}
+    assert float(variables["MLOPS_PREDICTION_LOG_SAMPLE"]) == SETTINGS["monitoring"]["sample_rate"]
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_container_has_probes_and_resources(rendered, env):
     (container,) = by_kind(rendered[env])["Deployment"]["spec"]["template"]["spec"]["containers"]
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}

@@ -10,8 +10,6 @@ import json
 import os
 import stat
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -20,9 +18,13 @@ from ml_service.config import load_settings
 from ml_service.errors import ConfigError, MlopsError
 from ml_service.releasing import deployment, dry_run, registry, smoke
 from ml_service.targets import edge_manifest, get_target
-from tests.helpers.project import git
+from tests.helpers.http_stub import JsonHandler, serving
+from tests.helpers.project import PROJECT_ROOT, git
 
-IMAGE = "diabetesmlopsacr.azurecr.io/diabetes-mlops-model"
+# Names come from the baked mlops.toml: the template bakes projects under other names.
+BAKED = load_settings(PROJECT_ROOT / "mlops.toml", environ={})
+IMAGE = f"{BAKED.image.registry}/{BAKED.model.name.lower()}"
+HUB, DEVICE = BAKED.edge.iot_hub, BAKED.edge.device_id
 DIGEST = "sha256:" + "5" * 64
 SECRETS = {"ACR_USERNAME": "edge-pull-token-name",
            "ACR_PASSWORD": "acr-password-that-must-stay-secret",  # pragma: allowlist secret
@@ -120,7 +122,7 @@ def test_manifest_is_valid_and_runs_the_version_by_digest(settings):
     assert module["env"]["SCORING_KEY"] == {"value": "$EDGE_SCORING_KEY"}
     credentials = manifest["modulesContent"]["$edgeAgent"]["properties.desired"]["runtime"][
         "settings"]["registryCredentials"]
-    assert list(credentials.values()) == [{"address": "diabetesmlopsacr.azurecr.io",
+    assert list(credentials.values()) == [{"address": BAKED.image.registry,
                                            "username": "$ACR_USERNAME",
                                            "password": "$ACR_PASSWORD"}]
     hub = manifest["modulesContent"]["$edgeHub"]["properties.desired"]
@@ -206,8 +208,8 @@ def test_dry_run_prints_the_manifest_and_the_command_and_changes_nothing(
     text = result.stdout
     assert "dry run: nothing is sent to IoT Hub" in text
     assert "valid against deploy/edge/schemas/" in text
-    assert ("az iot edge set-modules --hub-name iot-diabetes-mlops --device-id "
-            "diabetes-mlops-edge-01 --content") in text
+    assert (f"az iot edge set-modules --hub-name {HUB} --device-id {DEVICE} --content"
+            in text)
     manifest = json.loads(text.split("deploy/edge/deployment.json:\n", 1)[1])
     assert scoring_module(manifest)["settings"]["image"] == f"{IMAGE}@{DIGEST}"
     settings = load_settings(pushed / "mlops.toml", environ={})
@@ -238,8 +240,7 @@ def test_deploy_commits_the_manifest_and_sends_the_credentials_only_to_az(
     extension, set_modules = calls()
     assert extension["argv"][:4] == ["extension", "show", "--name", "azure-iot"]
     argv = set_modules["argv"]
-    assert argv[:7] == ["iot", "edge", "set-modules", "--hub-name", "iot-diabetes-mlops",
-                        "--device-id", "diabetes-mlops-edge-01"]
+    assert argv[:7] == ["iot", "edge", "set-modules", "--hub-name", HUB, "--device-id", DEVICE]
     assert argv[argv.index("--auth-type") + 1] == "login"
     assert set_modules["mode"] == "0o600"
     content = argv[argv.index("--content") + 1]
@@ -251,12 +252,12 @@ def test_deploy_commits_the_manifest_and_sends_the_credentials_only_to_az(
     # git holds the manifest with references, committed as the record of the deployment
     assert git(pushed, "status", "--porcelain") == ""
     assert git(pushed, "log", "-1", "--format=%s") == \
-        "Deploy diabetes-mlops-model version 1 to edge"
+        f"Deploy {BAKED.model.name} version 1 to edge"
     settings = load_settings(pushed / "mlops.toml", environ={})
     assert desired_state.read(settings, "edge") == desired_state.DesiredState(
         "1", f"{IMAGE}:1-0123abc", DIGEST)
     output = capsys.readouterr()
-    assert "IoT Hub iot-diabetes-mlops accepted the manifest" in output.out
+    assert f"IoT Hub {HUB} accepted the manifest" in output.out
     assert no_secret_in(output.out + output.err, pushed)
 
 
@@ -275,7 +276,7 @@ def test_deploy_refuses_before_az_without_credentials_or_extension(fake_az, depl
     assert [call["argv"][:2] for call in calls()] == [["extension", "show"]]
 
 
-class Module(BaseHTTPRequestHandler):
+class Module(JsonHandler):
     """The scoring module as the device exposes it: health on /, keyed /score that
     answers as version 1."""
 
@@ -289,26 +290,14 @@ class Module(BaseHTTPRequestHandler):
             self.send_response(401)
             self.end_headers()
             return
-        body = json.dumps({"predictions": [150.0] * len(rows), "model_version": "1"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send_json(200, {"predictions": [150.0] * len(rows), "model_version": "1"})
 
 
 @pytest.fixture
 def device():
     """A stand-in for the scoring module on the device, at its scoring URI."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Module)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/score"
-    server.shutdown()
-    server.server_close()
+    with serving(Module) as server:
+        yield f"http://127.0.0.1:{server.server_port}/score"
 
 
 def test_status_is_the_committed_version_at_the_device_address(project, device, capsys):
