@@ -13,7 +13,9 @@
 The local backend reads the data with training/data.py, whose schema check names the
 column and the file; the Azure pipeline job's prep_data step does the same in Azure ML.
 """
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -191,17 +193,46 @@ def _local_version_path(settings, name, version):
     return path
 
 
+@contextlib.contextmanager
+def _registration_lock(settings, name):
+    """Hold `name`'s registration lock (flock on assets/<name>.lock, released by the
+    kernel when its holder ends): the next version number is read and then written, so
+    two register-data runs at once must take turns, not both take the same number."""
+    path = _index_path(settings, name).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def register_local(settings, name, path):
     """Copy `path` into the local store; return (reference, created). The same content
-    under the same name is the same version (created False). One registration at a
-    time per store: the version index is not locked."""
+    under the same name is the same version (created False)."""
     _check_name(name)
     base, files = _source_files(path)
     digest = content_digest(path)
-    versions = _read_index(settings, name)
-    for entry in versions:
-        if entry["digest"] == digest:
-            return f"data:{name}:{entry['version']}", False
+    with _registration_lock(settings, name):
+        versions = _read_index(settings, name)
+        for entry in versions:
+            if entry["digest"] == digest:
+                return f"data:{name}:{entry['version']}", False
+        relative = _store_object(settings, digest, base, files, Path(path).is_file())
+        version = str(len(versions) + 1)
+        versions.append({"version": version, "digest": digest,
+                         "type": URI_FILE if Path(path).is_file() else URI_FOLDER,
+                         "path": relative,
+                         "registered_from": str(Path(path).resolve())})
+        index = _index_path(settings, name)
+        written = index.with_suffix(".json.tmp")
+        written.write_text(json.dumps({"name": name, "versions": versions}, indent=2))
+        os.replace(written, index)
+    log.info("Registered %s as data:%s:%s (%s)", path, name, version, digest)
+    return f"data:{name}:{version}", True
+
+
+def _store_object(settings, digest, base, files, is_file):
+    """Copy `files` to objects/<digest>/ unless there already; return the path to read
+    (the file, or the folder), relative to the store."""
     store = store_folder(settings)
     objects = store / "objects"
     target = objects / digest
@@ -215,20 +246,7 @@ def register_local(settings, name, path):
             os.replace(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    is_file = Path(path).is_file()
-    relative = (target / files[0].name) if is_file else target
-    version = str(len(versions) + 1)
-    versions.append({"version": version, "digest": digest,
-                     "type": URI_FILE if is_file else URI_FOLDER,
-                     "path": relative.relative_to(store).as_posix(),
-                     "registered_from": str(Path(path).resolve())})
-    index = _index_path(settings, name)
-    index.parent.mkdir(parents=True, exist_ok=True)
-    written = index.with_suffix(".json.tmp")
-    written.write_text(json.dumps({"name": name, "versions": versions}, indent=2))
-    os.replace(written, index)
-    log.info("Registered %s as data:%s:%s (%s)", path, name, version, digest)
-    return f"data:{name}:{version}", True
+    return ((target / files[0].name) if is_file else target).relative_to(store).as_posix()
 
 
 def data_entity(name, path, digest):

@@ -2,6 +2,7 @@
 data lineage of a local train, evaluate and register on a CSV file."""
 import dataclasses
 import json
+import multiprocessing
 import shutil
 
 import pytest
@@ -103,6 +104,31 @@ def test_register_data_copies_by_content_and_numbers_versions(settings, project,
     # Version 1 is the copy, unchanged by later edits of the file it came from.
     features, _ = data_assets.load(with_data(settings, source="data:diabetes:1"))
     assert len(features) == 100
+
+
+def _register_in_a_process(settings, upload, results):
+    results.put(data_assets.register_local(settings, "diabetes", upload)[0])
+
+
+def test_concurrent_registrations_take_distinct_versions(settings, project, tmp_path):
+    """Processes registering different content at the same moment each get their own
+    version number, and the index keeps every one of them."""
+    uploads = [write_table(tmp_path / f"upload-{rows}" / "diabetes.csv", rows=rows)
+               for rows in range(50, 58)]
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    workers = [context.Process(target=_register_in_a_process, args=(settings, upload, results))
+               for upload in uploads]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [worker.exitcode for worker in workers] == [0] * len(workers)
+    references = sorted(results.get(timeout=5) for _ in workers)
+    assert references == sorted(f"data:diabetes:{number}" for number in range(1, 9))
+    index = json.loads((project / "mlruns" / "data" / "assets" / "diabetes.json").read_text())
+    assert sorted(int(entry["version"]) for entry in index["versions"]) == list(range(1, 9))
+    assert len({entry["digest"] for entry in index["versions"]}) == 8
 
 
 def test_a_registered_folder_is_one_version_of_all_its_data_files(settings, tmp_path,
