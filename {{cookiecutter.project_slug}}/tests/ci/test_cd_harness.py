@@ -21,7 +21,7 @@ from ml_service.releasing.smoke import smoke_test
 from tests.ci.test_harness import Harness, load_workflow, what_happened
 from tests.helpers.ci_checkout import actions_checkout
 from tests.helpers.project import (PROJECT_ROOT, copy_project, free_port, git,
-                                   kill_local_servers)
+                                   kill_local_servers, push_to_new_remote)
 
 WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "cd.yml"
 
@@ -38,13 +38,7 @@ def staged(tmp_path_factory, migrated_database):
     are registered and built; tests deploy to staging in their own copy."""
     base = tmp_path_factory.mktemp("cd")
     source = copy_project(base / "source", migrated_database)
-    remote = base / "remote.git"
-    git(base, "init", "--quiet", "--bare", "--initial-branch", "main", str(remote))
-    git(source, "init", "--quiet", "--initial-branch", "main")
-    git(source, "add", "-A")
-    git(source, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "--quiet",
-        "-m", "init")
-    git(source, "push", "--quiet", str(remote), "main")
+    remote = push_to_new_remote(source, base / "remote.git")
     checkout = base / "checkout"
     actions_checkout(remote, checkout)
     (checkout / "mlruns").mkdir()

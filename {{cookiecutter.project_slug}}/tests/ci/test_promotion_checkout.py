@@ -22,7 +22,7 @@ from ml_service.targets import aks
 from tests.ci.test_definitions import step_lists
 from tests.helpers.azure_fakes import azure_settings
 from tests.helpers.ci_checkout import actions_checkout, agent_checkout
-from tests.helpers.project import PROJECT_ROOT, git
+from tests.helpers.project import PROJECT_ROOT, git, push_to_new_remote
 
 AZURE_CD = PROJECT_ROOT / ".azure-pipelines" / "cd.yml"
 GITHUB_CD = PROJECT_ROOT / ".github" / "workflows" / "cd.yml"
@@ -37,14 +37,7 @@ def bash(script, cwd):
 @pytest.fixture
 def remote(project, tmp_path):
     """A bare repository holding this project on main."""
-    bare = tmp_path / "remote.git"
-    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch", "main", str(bare))
-    git(project, "init", "--quiet", "--initial-branch", "main")
-    git(project, "add", "-A")
-    git(project, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "--quiet",
-        "-m", "init")
-    git(project, "push", "--quiet", str(bare), "main")
-    return bare
+    return push_to_new_remote(project, tmp_path / "remote.git")
 
 
 def someone_pushes(remote, tmp_path, name):

@@ -76,15 +76,21 @@ def string_end(text, start):
         if text[position] == "\\":
             position += 2
         elif text.startswith("${", position):
-            depth, position = 1, position + 2
-            while depth:
-                if text[position] == "'":
-                    position = string_end(text, position) - 1
-                depth += {"{": 1, "}": -1}.get(text[position], 0)
-                position += 1
+            position = interpolation_end(text, position)
         else:
             position += 1
     return position + 1
+
+
+def interpolation_end(text, start):
+    """Index after the `${...}` at text[start], skipping the strings nested in it."""
+    depth, position = 1, start + 2
+    while depth:
+        if text[position] == "'":
+            position = string_end(text, position) - 1
+        depth += {"{": 1, "}": -1}.get(text[position], 0)
+        position += 1
+    return position
 
 
 def tokenize(text):
@@ -114,12 +120,7 @@ def split_interpolation(literal):
     """'a${b}c' -> ['a', ('b',), 'c']: text parts and expression sources."""
     parts, position, end = [], 1, len(literal) - 1
     while (start := literal.find("${", position, end)) >= 0:
-        depth, close = 1, start + 2
-        while depth:
-            if literal[close] == "'":
-                close = string_end(literal, close) - 1
-            depth += {"{": 1, "}": -1}.get(literal[close], 0)
-            close += 1
+        close = interpolation_end(literal, start)
         parts += [literal[position:start], (literal[start + 2:close - 1],)]
         position = close
     return [part.replace("\\'", "'") if isinstance(part, str) else part

@@ -62,6 +62,20 @@ def git(folder, *args):
                           text=True).stdout.strip()
 
 
+def push_to_new_remote(project, remote):
+    """Make `project` a git checkout whose first commit on main is pushed to `remote`, a
+    new bare repository that becomes its upstream (origin/main); return `remote`."""
+    git(remote.parent, "init", "--quiet", "--bare", "--initial-branch", "main", str(remote))
+    git(project, "init", "--quiet", "--initial-branch", "main")
+    git(project, "config", "user.name", "t")
+    git(project, "config", "user.email", "t@example.com")
+    git(project, "add", "-A")
+    git(project, "commit", "--quiet", "-m", "init")
+    git(project, "remote", "add", "origin", str(remote))
+    git(project, "push", "--quiet", "-u", "origin", "main")
+    return remote
+
+
 def kill_local_servers(settings, timeout=30):
     """Kill the servers of `settings`' local targets at once (SIGKILL to each process
     group) and wait until they are gone: a test's cleanup, seconds faster than

@@ -10,7 +10,7 @@ from ml_service.errors import MlopsError
 from ml_service.release import Release
 from ml_service.releasing import pull_request
 from tests.helpers.hosting_api import azure_env, github_env, recording_api
-from tests.helpers.project import git
+from tests.helpers.project import git, push_to_new_remote
 
 OVERLAY = "deploy/overlays/production/kustomization.yaml"
 EVIDENCE = {"metrics": {"r2": 0.4512, "rmse": 53.21}, "staging_smoke_test": "passed",
@@ -27,16 +27,7 @@ def api():
 @pytest.fixture
 def checkout(project, tmp_path):
     """The project on main, tracking a bare remote's main, as CD checks it out."""
-    remote = tmp_path / "remote.git"
-    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch", "main", str(remote))
-    git(project, "init", "--quiet", "--initial-branch", "main")
-    git(project, "config", "user.name", "ci")
-    git(project, "config", "user.email", "ci@example.com")
-    git(project, "add", "-A")
-    git(project, "commit", "--quiet", "-m", "init")
-    git(project, "remote", "add", "origin", str(remote))
-    git(project, "push", "--quiet", "-u", "origin", "main")
-    return remote
+    return push_to_new_remote(project, tmp_path / "remote.git")
 
 
 def release(settings):

@@ -20,7 +20,7 @@ from ml_service.release import Release
 from ml_service.releasing import promotion
 from ml_service.targets import aks
 from tests.helpers.azure_fakes import azure_settings
-from tests.helpers.project import free_port, git
+from tests.helpers.project import free_port, git, push_to_new_remote
 
 LB_IP = "20.50.60.70"
 KEY = "production-key-for-aks-tests"
@@ -285,17 +285,7 @@ def test_missing_kubectl_or_az_says_what_to_install(project, settings):
 @pytest.fixture
 def repository(project, tmp_path):
     """The project as a git checkout whose upstream is a local bare repository."""
-    remote = tmp_path.parent / f"{tmp_path.name}-remote.git"
-    subprocess.run(["git", "init", "--quiet", "--bare", "--initial-branch", "main", str(remote)],
-                   check=True)
-    git(project, "init", "--quiet", "--initial-branch", "main")
-    git(project, "config", "user.email", "t@example.com")
-    git(project, "config", "user.name", "t")
-    git(project, "add", "-A")
-    git(project, "commit", "--quiet", "-m", "init")
-    git(project, "remote", "add", "origin", str(remote))
-    git(project, "push", "--quiet", "-u", "origin", "main")
-    return remote
+    return push_to_new_remote(project, tmp_path.parent / f"{tmp_path.name}-remote.git")
 
 
 def flux_applies(cluster, project, remote):
