@@ -156,7 +156,10 @@ def _source_files(path):
 def content_digest(path):
     """SHA-256 over each data file's name (relative to the folder) and content: the same
     files give the same digest, wherever they are."""
-    base, files = _source_files(path)
+    return _files_digest(*_source_files(path))
+
+
+def _files_digest(base, files):
     digest = hashlib.sha256()
     for file in files:
         digest.update(file.relative_to(base).as_posix().encode() + b"\0")
@@ -210,16 +213,17 @@ def register_local(settings, name, path):
     under the same name is the same version (created False)."""
     _check_name(name)
     base, files = _source_files(path)
-    digest = content_digest(path)
+    digest = _files_digest(base, files)
+    is_file = Path(path).is_file()
     with _registration_lock(settings, name):
         versions = _read_index(settings, name)
         for entry in versions:
             if entry["digest"] == digest:
                 return f"data:{name}:{entry['version']}", False
-        relative = _store_object(settings, digest, base, files, Path(path).is_file())
+        relative = _store_object(settings, digest, base, files, is_file)
         version = str(len(versions) + 1)
         versions.append({"version": version, "digest": digest,
-                         "type": URI_FILE if Path(path).is_file() else URI_FOLDER,
+                         "type": URI_FILE if is_file else URI_FOLDER,
                          "path": relative,
                          "registered_from": str(Path(path).resolve())})
         index = _index_path(settings, name)

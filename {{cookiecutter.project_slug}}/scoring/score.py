@@ -297,16 +297,16 @@ def _record_prediction(features, predictions):
     try:
         # A uniform sample of a large request's rows, in request order: its first rows
         # alone would skew the record whenever a client sends sorted batches.
-        kept = (range(len(features)) if len(features) <= log["max_rows"]
-                else sorted(random.sample(range(len(features)), log["max_rows"])))
-        kept = list(kept)
+        count = len(features)
+        kept = (list(range(count)) if count <= log["max_rows"]
+                else sorted(random.sample(range(count), log["max_rows"])))
         line = json.dumps({
             PREDICTION_LOG_MARKER: 1,
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="milliseconds").replace("+00:00", "Z"),
             "model_version": _state["model_version"],
             "rows": len(kept),
-            "request_rows": len(features),
+            "request_rows": count,
             "inputs": dict(zip(_state["columns"], features[kept].T.tolist())),
             "predictions": [predictions[index] for index in kept],
         }, allow_nan=False)
