@@ -20,8 +20,8 @@ from ml_service.releasing.image import build_image
 from ml_service.releasing.smoke import smoke_test
 from tests.ci.test_harness import Harness, load_workflow, what_happened
 from tests.helpers.ci_checkout import actions_checkout
-from tests.helpers.project import (PROJECT_ROOT, copy_project, free_port, git,
-                                   kill_local_servers, push_to_new_remote)
+from tests.helpers.project import (PROJECT_ROOT, copy_checkout, copy_project, free_port, git,
+                                   kept_unchanged, kill_local_servers, push_to_new_remote)
 
 WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "cd.yml"
 
@@ -47,7 +47,8 @@ def staged(tmp_path_factory, migrated_database):
     for alpha in ("1.0", "0.1"):
         settings = load_settings(checkout / "mlops.toml", environ={"MLOPS_TRAINING_ALPHA": alpha})
         build_image(settings, LocalBackend(settings).train_gate_register())
-    return remote, checkout
+    with kept_unchanged(remote), kept_unchanged(checkout):
+        yield remote, checkout
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def job(staged, tmp_path):
     """This test's copies of the remote and the checkout, its own ports; servers stop."""
     remote, checkout = (tmp_path / "remote.git", tmp_path / "checkout")
     shutil.copytree(staged[0], remote)
-    shutil.copytree(staged[1], checkout, symlinks=True)
+    copy_checkout(staged[1], checkout)
     git(checkout, "remote", "set-url", "origin", f"file://{remote}")
     environ = {"MLOPS_STAGING_KIND": "local", "MLOPS_PRODUCTION_KIND": "local",
                "MLOPS_STAGING_PORT": str(free_port()),

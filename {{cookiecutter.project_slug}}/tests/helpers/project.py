@@ -1,11 +1,13 @@
-"""What many tests need: the project's root folder, a fresh copy of it, a free port, a
-git command and a quick end to the local servers a test started."""
+"""What many tests need: the project's root folder, a fresh copy of it, a test's own copy
+of a shared one, a guard on shared folders, a free port, a git command and a quick end to
+the local servers a test started."""
 import contextlib
 import os
 import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -48,6 +50,50 @@ def copy_project(destination, database, image_build="context-only"):
     # The edge device's desired state is its manifest: none before a deployment.
     desired_state.overlay_file(settings, EDGE_TARGET).unlink(missing_ok=True)
     return destination
+
+
+def copy_checkout(source, destination):
+    """A test's own copy of `source`, a project folder a module or session fixture
+    prepared (git repository, MLflow store, build contexts): what the test records lands
+    in the copy, never in the folder the module's other tests copy too.
+
+    The store names its artifact folder by absolute path (experiments, runs, model
+    versions): rewritten to the copy's, so the test's runs and models are stored there."""
+    shutil.copytree(source, destination, symlinks=True)
+    database = destination / "mlruns" / "mlflow.db"
+    if database.exists():
+        with contextlib.closing(sqlite3.connect(database)) as store, store:
+            tables = [row[0] for row in store.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                for column in store.execute(f'PRAGMA table_info("{table}")').fetchall():
+                    name, kind = column[1], column[2].upper()
+                    if "CHAR" in kind or "TEXT" in kind:
+                        store.execute(f'UPDATE "{table}" SET "{name}" = replace("{name}", ?, ?)',
+                                      (str(source), str(destination)))
+    return destination
+
+
+def _files(folder):
+    """{relative path: (size, modification time)} of the files under `folder`, bytecode
+    caches aside (a server importing score.py writes them; no test reads them)."""
+    return {path.relative_to(folder).as_posix(): (path.stat().st_size, path.stat().st_mtime_ns)
+            for path in folder.rglob("*")
+            if path.is_file() and "__pycache__" not in path.parts}
+
+
+@contextlib.contextmanager
+def kept_unchanged(folder):
+    """Hand out `folder`, shared by the tests of a module or session fixture, and fail
+    at its end if a test wrote to it: then a test's result would depend on the tests that
+    ran before it (the order is random). Tests write to their own copy (copy_checkout)."""
+    before = _files(folder)
+    yield folder
+    after = _files(folder)
+    changed = sorted(path for path in before.keys() | after.keys()
+                     if before.get(path) != after.get(path))
+    assert not changed, (f"tests wrote to the shared folder {folder}, so they depend on "
+                         f"each other's order: {changed[:10]}")
 
 
 def free_port():

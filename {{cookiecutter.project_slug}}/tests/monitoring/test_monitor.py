@@ -21,16 +21,16 @@ from ml_service.errors import MlopsError
 from ml_service.monitoring import check, drift, log_analytics
 from ml_service.monitoring.prediction_log import LOG_NAME, MARKER, log_folder
 from tests.conftest import cli_env
-from tests.helpers.project import copy_project, git
+from tests.helpers.project import copy_checkout, copy_project, git, kept_unchanged
 from training import reference
 
 TARGET = "staging"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, migrated_database):
-    """(project, settings, version, training sample): one version trained, registered
-    and named by staging's desired state, for the whole module."""
+def registered(tmp_path_factory, migrated_database):
+    """(project, version, training sample): one version trained, registered and named by
+    staging's desired state, once for the module; tests work on copies (`trained`)."""
     project = copy_project(tmp_path_factory.mktemp("monitor") / "project", migrated_database)
     for command in (["init", "-q"], ["add", "-A"],
                     ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "i"]):
@@ -41,7 +41,17 @@ def trained(tmp_path_factory, migrated_database):
         model_version=version, image="example.azurecr.io/m:1", image_digest=""))
     client = MlflowClient(settings.tracking.uri, settings.tracking.uri)
     sample = check.load_reference(client, settings, version)
-    return project, settings, version, sample
+    with kept_unchanged(project):
+        yield project, version, sample
+
+
+@pytest.fixture
+def trained(registered, tmp_path):
+    """(project, settings, version, training sample) of this test's own copy of
+    `registered`: the traffic logs, reports and monitor runs it writes are its own."""
+    source, version, sample = registered
+    project = copy_checkout(source, tmp_path / "project")
+    return project, load_settings(project / "mlops.toml", environ={}), version, sample
 
 
 def write_traffic(settings, version, frame, rows_per_record=5, hours_ago=0.0):

@@ -19,7 +19,7 @@ from ml_service.releasing.prediction import (default_output, predict_file, read_
                                              write_predictions)
 from ml_service.targets.local import LocalTarget
 from tests.conftest import cli_env
-from tests.helpers.project import PROJECT_ROOT, free_port
+from tests.helpers.project import PROJECT_ROOT, free_port, kept_unchanged
 from tests.helpers.scoring import SCORING_DIR, save_model
 
 KEY = "production-key-for-predict-tests"
@@ -102,7 +102,8 @@ def production(tmp_path_factory):
     target = LocalTarget("production", load_settings(root / "mlops.toml", environ=environ),
                          environ=environ)
     target.deploy(Release("model", "1", "image:1", "", "", context))
-    yield root, environ, fitted, features
+    with kept_unchanged(context):  # tests write their rows and predictions in tmp_path
+        yield root, environ, fitted, features
     target.stop()
 
 
@@ -127,14 +128,14 @@ def test_a_notebook_scores_a_dataframe_on_the_target(production, monkeypatch):
 
 
 @pytest.mark.slow
-def test_predict_writes_the_predictions_of_a_csv_through_the_client(production):
+def test_predict_writes_the_predictions_of_a_csv_through_the_client(production, tmp_path):
     project, environ, fitted, features = production
     rows = features.head(10)  # more than the server's 4 rows per request: 3 batches
-    rows.to_csv(project / "rows.csv", index=False)
-    result = predict(project, "--input", "rows.csv", **environ)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    result = predict(project, "--input", str(tmp_path / "rows.csv"), **environ)
     assert result.returncode == 0, result.stderr
-    output = project / "rows.predictions.csv"
-    assert result.stdout.strip() == (f"predict: 10 rows -> {output.name} (production, "
+    output = tmp_path / "rows.predictions.csv"
+    assert result.stdout.strip() == (f"predict: 10 rows -> {output} (production, "
                                      "model version 1)")
     written = pd.read_csv(output)
     assert list(written.columns) == [*features.columns, "prediction"]
@@ -142,12 +143,12 @@ def test_predict_writes_the_predictions_of_a_csv_through_the_client(production):
 
 
 @pytest.mark.slow
-def test_predict_from_the_sample_request_to_json(production):
+def test_predict_from_the_sample_request_to_json(production, tmp_path):
     project, environ, fitted, _ = production
     result = predict(project, "--input", str(SCORING_DIR / "sample-request.json"),
-                     "--output", "answers.json", **environ)
+                     "--output", str(tmp_path / "answers.json"), **environ)
     assert result.returncode == 0, result.stderr
-    written = json.loads((project / "answers.json").read_text())
+    written = json.loads((tmp_path / "answers.json").read_text())
     sample = json.loads((SCORING_DIR / "sample-request.json").read_text())["data"]
     assert written["model_versions"] == ["1"]
     np.testing.assert_allclose(written["predictions"],
@@ -155,13 +156,13 @@ def test_predict_from_the_sample_request_to_json(production):
 
 
 @pytest.mark.slow
-def test_predict_without_the_key_says_so_and_writes_nothing(production):
+def test_predict_without_the_key_says_so_and_writes_nothing(production, tmp_path):
     project, environ, _, features = production
-    features.head(2).to_csv(project / "keyless.csv", index=False)
+    features.head(2).to_csv(tmp_path / "keyless.csv", index=False)
     environ = {name: value for name, value in environ.items()
                if name != "PRODUCTION_SCORING_KEY"}
-    result = predict(project, "--input", "keyless.csv", **environ)
+    result = predict(project, "--input", str(tmp_path / "keyless.csv"), **environ)
     assert result.returncode == 1
     assert "refused rows 0-1 with 401" in result.stderr
     assert "PRODUCTION_SCORING_KEY" in result.stderr and "Traceback" not in result.stderr
-    assert not (project / "keyless.predictions.csv").exists()
+    assert not (tmp_path / "keyless.predictions.csv").exists()

@@ -9,7 +9,6 @@ on their order.
 """
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -31,7 +30,8 @@ from ml_service.releasing.smoke import smoke_test
 from ml_service.targets import get_target
 from tests.conftest import cli_env
 from tests.helpers.hosting_api import github_env, recording_api
-from tests.helpers.project import copy_project, free_port, git, kill_local_servers
+from tests.helpers.project import (copy_checkout, copy_project, free_port, git, kept_unchanged,
+                                   kill_local_servers)
 from training.lineage import SAMPLE_PREDICTIONS_TAG
 
 pytestmark = pytest.mark.slow
@@ -49,14 +49,14 @@ def registered(tmp_path_factory, migrated_database):
     for alpha in ("1.0", "0.1"):
         settings = load_settings(root / "mlops.toml", environ={"MLOPS_TRAINING_ALPHA": alpha})
         build_image(settings, LocalBackend(settings).train_gate_register())
-    return root
+    with kept_unchanged(root):
+        yield root
 
 
 @pytest.fixture
 def release_project(registered, tmp_path):
     """This test's own copy of `registered`, with free ports; its servers stop after it."""
-    root = tmp_path / "project"
-    shutil.copytree(registered, root)
+    root = copy_checkout(registered, tmp_path / "project")
     environ = {"MLOPS_STAGING_PORT": str(free_port()),
                "MLOPS_PRODUCTION_PORT": str(free_port()),
                "MLOPS_SERVING_WORKERS": "1"}

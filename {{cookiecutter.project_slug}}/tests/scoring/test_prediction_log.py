@@ -9,6 +9,7 @@ import pytest
 
 from ml_service.monitoring import records
 from ml_service.monitoring.prediction_log import MARKER
+from tests.helpers.project import kept_unchanged
 from tests.helpers.scoring import COLUMNS, body, load_score_module, save_model
 from tests.scoring.test_score import post
 
@@ -19,7 +20,8 @@ KEY = "prediction-log-key-0123456789"
 def model_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("prediction-log-model") / "model"
     save_model(folder)
-    return folder
+    with kept_unchanged(folder):
+        yield folder
 
 
 def started(monkeypatch, model_dir, **env):

@@ -13,6 +13,7 @@ from packaging.requirements import Requirement
 from werkzeug.test import EnvironBuilder
 
 from ml_service.targets.local import server_command
+from tests.helpers.project import kept_unchanged
 from tests.helpers.scoring import (BAD_REQUEST_PARAMS, COLUMNS, ROW, SCORING_DIR, body,
                                    load_score_module, save_model, strict_json)
 
@@ -24,7 +25,8 @@ def saved(tmp_path_factory):
     """(model folder, fitted model, features): one real model for the whole module."""
     folder = tmp_path_factory.mktemp("azureml-model") / "model"
     model, features = save_model(folder)
-    return folder, model, features
+    with kept_unchanged(folder):
+        yield folder, model, features
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from ml_service.config import load_settings
 from ml_service.release import Release
 from ml_service.releasing.image import SCORING_FILES
 from ml_service.targets.local import LocalTarget, server_command
+from tests.helpers.project import kept_unchanged
 from tests.helpers.scoring import (BAD_REQUEST_PARAMS, BAD_REQUESTS, ROW, SCORING_DIR, body,
                                    save_model, strict_json)
 
@@ -80,19 +81,36 @@ def _stop(process):
         process.wait()
 
 
-def start_server(work, request, **env):
-    """(port, log file) of a scoring server on a fresh port; stopped when the module ends."""
+class ServerLog:
+    """The log of a server the module's tests share: what it wrote by the time it
+    answered (`startup`), and what it wrote after a test's `mark()`, so a test reads the
+    lines of its own requests, never another test's."""
+
+    def __init__(self, path):
+        self.path = path
+        self.startup = path.read_text()
+
+    def mark(self):
+        return self.path.stat().st_size
+
+    def since(self, mark):
+        with open(self.path, "rb") as log:
+            log.seek(mark)
+            return log.read().decode()
+
+
+def start_server(model_dir, state_dir, request, **env):
+    """(port, ServerLog) of a scoring server on a fresh port, its files in `state_dir`;
+    stopped when the module ends."""
     port = free_port()
     environ = {key: value for key, value in os.environ.items()
                if not key.startswith(("SCORING_", "GUNICORN_"))}
-    runtime_dir = work / f"run-{port}"  # gunicorn's files, apart from other servers'
-    runtime_dir.mkdir()
     # One worker: the fewest threads to starve.
-    command, settings = server_command(SCORING_DIR, work / "model", port, workers=1)
-    environ.update(settings, MODEL_VERSION="test-1", XDG_RUNTIME_DIR=str(runtime_dir), **env)
-    log_path = work / f"server-{port}.log"
+    command, settings = server_command(SCORING_DIR, model_dir, port, workers=1)
+    environ.update(settings, MODEL_VERSION="test-1", XDG_RUNTIME_DIR=str(state_dir), **env)
+    log_path = state_dir / "server.log"
     log = open(log_path, "wb")
-    process = subprocess.Popen(command, cwd=work, env=environ, stdout=log,
+    process = subprocess.Popen(command, cwd=state_dir, env=environ, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
     request.addfinalizer(log.close)
     request.addfinalizer(lambda: _stop(process))
@@ -104,33 +122,36 @@ def start_server(work, request, **env):
                         f"{log_path.read_text()[-3000:]}")
         with contextlib.suppress(OSError):
             if request_health(port):
-                return port, log_path
+                return port, ServerLog(log_path)
         time.sleep(0.25)
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    """(work folder holding model/, fitted model, features)."""
-    work = tmp_path_factory.mktemp("scoring-server")
-    fitted, features = save_model(work / "model")
-    return work, fitted, features
+    """(model folder, fitted model, features); the servers and tests only read it."""
+    folder = tmp_path_factory.mktemp("scoring-server") / "model"
+    fitted, features = save_model(folder)
+    with kept_unchanged(folder):
+        yield folder, fitted, features
 
 
 @pytest.fixture(scope="module")
-def server(model, request):
-    """(port, fitted model, features, log file) of a server with the default settings: no key."""
-    work, fitted, features = model
-    port, log_path = start_server(work, request)
-    return port, fitted, features, log_path
+def server(model, request, tmp_path_factory):
+    """(port, fitted model, features, ServerLog) of a server with the default settings:
+    no key."""
+    folder, fitted, features = model
+    port, log = start_server(folder, tmp_path_factory.mktemp("open-server"), request)
+    return port, fitted, features, log
 
 
 @pytest.fixture(scope="module")
 def keyed_server(model, request, tmp_path_factory):
-    """(port, log file) of a server whose key comes from a file (as a Kubernetes secret is
-    mounted), with a 1 s body timeout."""
-    key_file = tmp_path_factory.mktemp("secret") / "scoring-key"
+    """(port, ServerLog) of a server whose key comes from a file (as a Kubernetes secret
+    is mounted), with a 1 s body timeout."""
+    state_dir = tmp_path_factory.mktemp("keyed-server")
+    key_file = state_dir / "scoring-key"
     key_file.write_text(KEY + "\n")
-    return start_server(model[0], request, SCORING_KEY_FILE=str(key_file),
+    return start_server(model[0], state_dir, request, SCORING_KEY_FILE=str(key_file),
                         SCORING_BODY_TIMEOUT="1")
 
 
@@ -307,7 +328,7 @@ def test_local_target_serves_its_build_context_on_loopback_only(model, project):
     context.mkdir(parents=True)
     for name in SCORING_FILES:
         shutil.copy2(SCORING_DIR / name, context / name)
-    shutil.copytree(model[0] / "model", context / "model")
+    shutil.copytree(model[0], context / "model")
     settings = load_settings(project / "mlops.toml", environ={
         "MLOPS_STAGING_PORT": str(free_port()), "MLOPS_SERVING_WORKERS": "1"})
     target = LocalTarget("staging", settings)
@@ -322,7 +343,7 @@ def test_local_target_serves_its_build_context_on_loopback_only(model, project):
 
 
 def test_open_server_says_once_at_startup_that_it_is_unauthenticated(server):
-    log = server[3].read_text()
+    log = server[3].startup
     assert log.count(UNAUTHENTICATED_NOTICE) == 1, log[-3000:]
 
 
@@ -351,10 +372,11 @@ def test_health_route_stays_open_with_a_key(keyed_server):
 
 
 def test_key_never_reaches_the_log(keyed_server):
-    port, log_path = keyed_server
+    port, log = keyed_server
+    mark = log.mark()
     request(port, payload=body([ROW]), headers={"Authorization": f"Bearer {KEY}"})
     request(port, payload=body([ROW]), headers={"Authorization": f"Bearer {KEY}x"})
-    log = log_path.read_text()
-    assert "Scoring key required" in log
-    assert KEY not in log
-    assert UNAUTHENTICATED_NOTICE not in log
+    written = log.startup + log.since(mark)
+    assert "Scoring key required" in log.startup
+    assert KEY not in written
+    assert UNAUTHENTICATED_NOTICE not in written

@@ -9,7 +9,6 @@ image, the tests skip and say which is missing (`make engine` provides all three
 the machine allows it).
 """
 import json
-import shutil
 import socket
 import urllib.error
 import urllib.request
@@ -32,7 +31,8 @@ from ml_service.stages.pipeline import container_settings as pipeline_container_
 from ml_service.targets import get_target, stop
 from ml_service.targets.container import (LOCAL_REGISTRY, ContainerTarget, docker,
                                           engine_blocker, registry_blocker)
-from tests.helpers.project import PROJECT_ROOT, copy_project, free_port, git
+from tests.helpers.project import (PROJECT_ROOT, copy_checkout, copy_project, free_port, git,
+                                   kept_unchanged)
 from tests.helpers.scoring import BAD_REQUESTS
 
 CONTAINERS = {"MLOPS_IMAGE_REGISTRY": LOCAL_REGISTRY, "MLOPS_STAGING_KIND": "container",
@@ -70,15 +70,15 @@ def pushed(tmp_path_factory, migrated_database):
         settings = load_settings(root / "mlops.toml",
                                  environ={**CONTAINERS, "MLOPS_TRAINING_ALPHA": alpha})
         build_image(settings, LocalBackend(settings).train_gate_register(), push=True)
-    return root
+    with kept_unchanged(root):
+        yield root
 
 
 @pytest.fixture
 def container_settings(pushed, tmp_path):
     """Settings of this test's own copy of `pushed`, on free ports; every container it
     starts is removed at the end."""
-    root = tmp_path / "project"
-    shutil.copytree(pushed, root, symlinks=True)
+    root = copy_checkout(pushed, tmp_path / "project")
     environ = {**CONTAINERS, "MLOPS_STAGING_PORT": str(free_port()),
                "MLOPS_PRODUCTION_PORT": str(free_port()), "MLOPS_SERVING_WORKERS": "1"}
 

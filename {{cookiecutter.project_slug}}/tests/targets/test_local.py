@@ -21,7 +21,7 @@ from ml_service.release import Release
 from ml_service.releasing.image import SCORING_FILES
 from ml_service.targets.local import LocalTarget
 from tests.conftest import cli_env
-from tests.helpers.project import free_port
+from tests.helpers.project import free_port, kept_unchanged
 from tests.helpers.scoring import ROW, SCORING_DIR, body, save_model
 
 pytestmark = [pytest.mark.slow,
@@ -32,7 +32,8 @@ pytestmark = [pytest.mark.slow,
 def model_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model") / "model"
     save_model(folder)
-    return folder
+    with kept_unchanged(folder):
+        yield folder
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from ml_service.errors import MlopsError
 from ml_service.release import Release
 from ml_service.releasing.image import SCORING_FILES
 from ml_service.targets.local import LocalTarget
-from tests.helpers.project import free_port
+from tests.helpers.project import free_port, kept_unchanged
 from tests.helpers.scoring import ROW, SCORING_DIR, save_model
 
 pytestmark = pytest.mark.slow
@@ -33,7 +33,8 @@ def context(tmp_path_factory):
     for name in SCORING_FILES:
         shutil.copy2(SCORING_DIR / name, folder / name)
     save_model(folder / "model")
-    return folder
+    with kept_unchanged(folder):
+        yield folder
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.helpers.project import kept_unchanged
 from training import evaluation_report, gate, lineage
 from training.data import load_dataset, split_dataset
 from training.evaluation_report import (CHAMPION_VS_CHALLENGER, PLOTS_FOLDER,
@@ -51,7 +52,8 @@ def store(tmp_path_factory, migrated_database):
             with mlflow.start_run(run_name=case) as run:
                 gate.log(evaluation)
                 runs[case] = run.info.run_id, evaluation_report.log(evaluation, FINGERPRINT)
-        yield client, runs
+        with kept_unchanged(folder):
+            yield client, runs
     finally:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
