@@ -5,8 +5,9 @@ import shutil
 from pathlib import Path
 
 CI_PLATFORM = "{{ cookiecutter.ci_platform }}"
-UNUSED_CI_DIRS = {
-    "github": [".azure-pipelines"],
+# The folders, and the files that serve only them, of the platform not chosen.
+UNUSED_CI_PATHS = {
+    "github": [".azure-pipelines", "tools/check_azure_pipelines.py"],
     "azure-devops": [".github"],
     "both": [],
 }
@@ -20,8 +21,12 @@ ANSWERS = {
 
 
 def main():
-    for folder in UNUSED_CI_DIRS[CI_PLATFORM]:
-        shutil.rmtree(folder)
+    for name in UNUSED_CI_PATHS[CI_PLATFORM]:
+        path = Path(name)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     Path(".cookiecutter.json").write_text(json.dumps(ANSWERS, indent=2, sort_keys=True) + "\n")
 
 

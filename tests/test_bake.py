@@ -133,6 +133,9 @@ def test_layout_and_ci_pruning(project, combination):
     assert TOP_LEVEL <= names
     expected_ci = CI_FOLDERS[COMBINATIONS[combination]["ci_platform"]]
     assert names & {".github", ".azure-pipelines"} == expected_ci
+    # The Azure Pipelines check (its pre-commit hook) goes with the pipelines.
+    assert ((project / "tools" / "check_azure_pipelines.py").exists()
+            == (".azure-pipelines" in expected_ci))
     empty = [path for path in project.rglob("*") if path.is_dir() and not any(path.iterdir())]
     assert empty == []
 

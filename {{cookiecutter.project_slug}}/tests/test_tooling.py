@@ -4,12 +4,14 @@
 pre-commit itself needs the network to install its hooks, so what each hook checks is
 run here directly with the tools the dev requirements install, on a git copy of the
 project (detect-secrets, bandit, YAML/JSON/TOML, whitespace); the CI-file hooks
-(check-jsonschema, actionlint) are what tests/test_ci_definitions.py runs.
+(check-jsonschema, actionlint) are what tests/ci/test_definitions.py runs, and the local
+hooks (actionlint, the Azure Pipelines check) run here as pre-commit runs them.
 """
 import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -125,6 +127,21 @@ def test_ci_file_hooks_are_there_exactly_for_the_ci_files(checkout):
         if "files" in hook:
             assert any(re.search(hook["files"], name) for name in names), (
                 f"hook {hook['id']}: `files: {hook['files']}` matches no file")
+
+
+def test_local_hooks_pass_on_the_project(checkout):
+    """The `repo: local` hooks (their tools are dev requirements, so they run here as
+    pre-commit would run them): entry, args and the tracked files `files` selects."""
+    local = [hook for repo, hook in hooks() if repo["repo"] == "local"]
+    assert local
+    names = [path.relative_to(checkout).as_posix() for path in tracked_files(checkout)]
+    # pre-commit puts the hook's environment first on PATH; here it is this interpreter's.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for hook in local:
+        selected = [name for name in names if re.search(hook["files"], name)]
+        result = run(*shlex.split(hook["entry"]), *hook.get("args", []), *selected,
+                     cwd=checkout, env=env)
+        assert result.returncode == 0, f"hook {hook['id']}: {result.stdout}{result.stderr}"
 
 
 def test_yaml_json_and_toml_files_parse(checkout):
