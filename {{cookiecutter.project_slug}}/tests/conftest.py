@@ -7,7 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ml_service.config import load_settings
-from tests.helpers.project import PROJECT_ROOT, copy_project
+from tests.helpers.project import PROJECT_ROOT, copy_project, kept_unchanged
 
 # Variables the project reads (its settings, MLflow's, the CI runners' output files
 # that report.py writes to, the targets' scoring keys and the server's): a test sees none
@@ -48,10 +48,12 @@ def migrated_database(tmp_path_factory):
     """An empty MLflow SQLite store with its schema created once per session.
 
     Creating the schema runs every migration (seconds); copying the file is instant.
+    Tests copy it, never open it.
     """
     database = tmp_path_factory.mktemp("store") / "mlflow.db"
     MlflowClient(f"sqlite:///{database}").search_experiments()
-    return database
+    with kept_unchanged(database.parent):
+        yield database
 
 
 @pytest.fixture
