@@ -125,3 +125,27 @@ def test_help_imports_none_of_the_heavy_packages():
                             capture_output=True, env=cli_env(), timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_stop_clear_desired_state_resets_production_and_commits_it(run_cli, project):
+    """The documented way out when production's version cannot be rolled back from (the
+    oldest release) nor be the gate's champion: production names no version again."""
+    from ml_service import desired_state
+    from ml_service.config import load_settings
+    from tests.helpers.project import git, push_to_new_remote
+
+    settings = load_settings(project / "mlops.toml", environ={})
+    desired_state.write(settings, "production", desired_state.DesiredState(
+        model_version="3", image="example.azurecr.io/model:3", image_digest=""))
+    push_to_new_remote(project, project.parent / "remote.git")
+    result = run_cli("stop", "--target", "production", "--clear-desired-state")
+    assert result.returncode == 0, result.stderr
+    assert "stop: production's desired state cleared (deploy/overlays/production/" \
+           "kustomization.yaml)" in result.stdout
+    state = desired_state.read(settings, "production")
+    assert (state.model_version, state.image) == ("none", "example.azurecr.io/model:unset")
+    assert git(project, "log", "-1", "--format=%s") == \
+        "Clear production's desired state (no model version)"
+    assert git(project, "status", "--porcelain") == ""
+    refused = run_cli("stop", "--target", "edge", "--clear-desired-state")
+    assert refused.returncode == 1 and "deploy/edge/deployment.json" in refused.stderr

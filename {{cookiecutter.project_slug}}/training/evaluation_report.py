@@ -130,7 +130,8 @@ def render(evaluation, run_id, plot_artifacts, data_fingerprint=None):
         f"- Thresholds: challenger R2 at least min_r2 = {evaluation.min_r2}; RMSE improvement "
         f"over the champion at least min_improvement = {evaluation.min_improvement:.2%}",
         "- Champion: " + (f"version {evaluation.champion_version} (production's desired state)"
-                          if champion is not None else "none, nothing is in production yet"),
+                          if champion is not None else evaluation.schema_change
+                          or "none, nothing is in production yet"),
         f"- Rows scored: {evaluation.rows} held-out rows"
         + (", the same for both models" if champion is not None else ""),
     ]

@@ -41,10 +41,7 @@ def copy_project(destination, database, image_build="context-only"):
     shutil.copy(database, destination / "mlruns" / "mlflow.db")
     settings = load_settings(destination / "mlops.toml", environ={})
     for target in TARGET_NAMES:
-        image_name = desired_state.read(settings, target).image.rpartition(":")[0]
-        desired_state.write(settings, target, desired_state.DesiredState(
-            model_version=desired_state.UNSET_VERSION, image=f"{image_name}:unset",
-            image_digest=""))
+        desired_state.clear(settings, target)
     # The edge device's desired state is its manifest: none before a deployment.
     desired_state.overlay_file(settings, EDGE_TARGET).unlink(missing_ok=True)
     return destination
