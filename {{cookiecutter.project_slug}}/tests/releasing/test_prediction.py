@@ -19,7 +19,7 @@ from ml_service.releasing.prediction import (default_output, predict_file, read_
                                              write_predictions)
 from ml_service.targets.local import LocalTarget
 from tests.conftest import cli_env
-from tests.helpers.project import PROJECT_ROOT, free_port
+from tests.helpers.project import PROJECT_ROOT, free_port, pin_sample_data
 from tests.helpers.scoring import SCORING_DIR, save_model
 
 KEY = "production-key-for-predict-tests"
@@ -39,9 +39,8 @@ def test_csv_rows_are_named_columns_and_the_output_appends_a_prediction_column(t
 
 
 def test_json_input_as_the_sample_request_or_a_list(tmp_path):
-    sample = tmp_path / "sample.json"
-    shutil.copy(SCORING_DIR / "sample-request.json", sample)
-    columns, rows, _ = read_rows(sample)
+    (tmp_path / "mlops.toml").write_text("[data]\n[next]\n")
+    columns, rows, _ = read_rows(pin_sample_data(tmp_path))
     assert columns is None and len(rows) == 2 and len(rows[0]) == 10
     named = tmp_path / "named.json"
     named.write_text(json.dumps([{"age": 1.0, "bmi": 2.0}]))
@@ -92,6 +91,7 @@ def production(tmp_path_factory):
     with a key and a max batch of 4 rows."""
     root = tmp_path_factory.mktemp("predict")
     shutil.copy(PROJECT_ROOT / "mlops.toml", root)
+    pin_sample_data(root)
     context = root / "build" / "images" / "model-v1"
     context.mkdir(parents=True)
     for name in SCORING_FILES:
@@ -144,11 +144,11 @@ def test_predict_writes_the_predictions_of_a_csv_through_the_client(production):
 @pytest.mark.slow
 def test_predict_from_the_sample_request_to_json(production):
     project, environ, fitted, _ = production
-    result = predict(project, "--input", str(SCORING_DIR / "sample-request.json"),
-                     "--output", "answers.json", **environ)
+    request = project / "scoring" / "sample-request.json"
+    result = predict(project, "--input", str(request), "--output", "answers.json", **environ)
     assert result.returncode == 0, result.stderr
     written = json.loads((project / "answers.json").read_text())
-    sample = json.loads((SCORING_DIR / "sample-request.json").read_text())["data"]
+    sample = json.loads(request.read_text())["data"]
     assert written["model_versions"] == ["1"]
     np.testing.assert_allclose(written["predictions"],
                                fitted.predict(np.array(sample)), rtol=1e-12)
