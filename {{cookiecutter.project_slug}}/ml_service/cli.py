@@ -10,7 +10,7 @@ from ml_service.config import BACKENDS, PipelineSettings, load_settings
 from ml_service.errors import MlopsError
 from ml_service.stages import (build_image, deploy, evaluate, infra, monitor, pipeline,
                                predict, promote, register, register_data, rollback, schedule,
-                               smoke_test, stop, train)
+                               smoke_test, stop, train, use_data)
 
 STAGES = {
     "train": train,
@@ -25,6 +25,7 @@ STAGES = {
     "pipeline": pipeline,
     "schedule": schedule,
     "infra": infra,
+    "use-data": use_data,
     "register-data": register_data,
     "predict": predict,
     "monitor": monitor,
