@@ -131,8 +131,9 @@ def check_sample_request(settings):
             f"Row(s) {', '.join(map(str, wrong))} of {path} do not have one value per "
             f"feature of [data] features ({len(features)}: {', '.join(features)}).",
             "Replace its rows with a few rows of your data's features, in the order of "
-            "[data] features: register records the model's answers to them and the smoke "
-            "tests send them.")
+            "[data] features (`python -m ml_service use-data FILE --target COLUMN` writes "
+            "them from your data's first rows): register records the model's answers to "
+            "them and the smoke tests send them.")
 
 
 # -- register-data -------------------------------------------------------------------

@@ -291,4 +291,5 @@ def test_features_that_sample_request_does_not_fit_stop_training_first(
     with pytest.raises(MlopsError, match="one value per feature.*3: bmi, bp, s5") as raised:
         backend.train()
     assert "sample-request.json" in str(raised.value)
+    assert "use-data FILE --target COLUMN" in str(raised.value)  # writes rows of real data
     assert client.get_experiment_by_name(settings.model.experiment) is None  # nothing ran
