@@ -1,7 +1,9 @@
 """The predict verb: input files read and refused, predictions written; and end to end
 through ml_service.client against a real local production target with a key and a
 small max batch size."""
+import itertools
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,8 +17,8 @@ from ml_service.config import load_settings
 from ml_service.errors import MlopsError
 from ml_service.release import Release
 from ml_service.releasing.image import SCORING_FILES
-from ml_service.releasing.prediction import (default_output, predict_file, read_rows,
-                                             write_predictions)
+from ml_service.releasing.prediction import (csv_chunks, default_output, predict_file,
+                                             read_rows, write_predictions)
 from ml_service.targets.local import LocalTarget
 from tests.conftest import cli_env
 from tests.helpers.project import PROJECT_ROOT, free_port, pin_sample_data
@@ -69,6 +71,50 @@ def test_bad_input_is_refused_with_where_and_how_to_fix(tmp_path, name, text, me
         read_rows(source)
     assert message in refused.value.what
     assert refused.value.fix
+
+
+def special_file(folder, kind):
+    path = folder / "rows.csv"
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it would wait for a writer forever
+    else:
+        path.symlink_to("/dev/zero")  # reading it would never end
+    return path
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero-symlink"])
+def test_only_regular_files_are_read(tmp_path, kind):
+    path = special_file(tmp_path, kind)
+    with pytest.raises(MlopsError, match="is not a regular file") as refused:
+        read_rows(path)
+    assert "--input" in refused.value.fix
+    settings = load_settings(PROJECT_ROOT / "mlops.toml", environ={})
+    with pytest.raises(MlopsError, match="is not a regular file"):
+        predict_file(settings, "production", path)  # refused before any target is asked
+
+
+def test_columns_that_are_not_features_are_kept_but_not_sent(tmp_path):
+    source = tmp_path / "rows.csv"
+    source.write_text("id,age,neighborhood,bmi\n7,0.5,east,1e-2\n8,-1,west,2\n")
+    columns, rows, cells = read_rows(source, features=("age", "bmi"))
+    assert columns == ["id", "age", "neighborhood", "bmi"]
+    assert rows == [{"age": 0.5, "bmi": 0.01}, {"age": -1.0, "bmi": 2.0}]
+    assert cells[0] == ["7", "0.5", "east", "1e-2"]
+    # No header column is a feature (another model's file?): every column is read as
+    # given, so the first non-number is named, as without [data] features.
+    with pytest.raises(MlopsError, match="column 'neighborhood': 'east' is not a finite"):
+        read_rows(source, features=("s1",))
+
+
+def test_a_csv_is_read_in_chunks_as_it_goes(tmp_path):
+    """Each chunk is yielded before the rest of the file is read: a bad line after the
+    first chunk is reported only when reading reaches it."""
+    source = tmp_path / "rows.csv"
+    source.write_text("age,bmi\n" + "0.1,0.2\n" * 5 + "0.1,oops\n")
+    chunks = csv_chunks(source, ("age", "bmi"), chunk_rows=2)
+    assert [len(rows) for _, _, rows, _ in itertools.islice(chunks, 2)] == [2, 2]
+    with pytest.raises(MlopsError, match="line 7, column 'bmi': 'oops'"):
+        list(chunks)
 
 
 @pytest.mark.parametrize("input_name, output_name, message", [
@@ -130,14 +176,17 @@ def test_a_notebook_scores_a_dataframe_on_the_target(production, monkeypatch):
 def test_predict_writes_the_predictions_of_a_csv_through_the_client(production):
     project, environ, fitted, features = production
     rows = features.head(10)  # more than the server's 4 rows per request: 3 batches
-    rows.to_csv(project / "rows.csv", index=False)
+    # A column the model does not take (as training ignores it): kept, not sent.
+    rows.assign(ward=["east"] * 10).to_csv(project / "rows.csv", index=False)
     result = predict(project, "--input", "rows.csv", **environ)
     assert result.returncode == 0, result.stderr
     output = project / "rows.predictions.csv"
-    assert result.stdout.strip() == (f"predict: 10 rows -> {output.name} (production, "
-                                     "model version 1)")
+    assert result.stdout.splitlines() == [
+        "predict: note: rows.csv's column(s) 'ward' are not [data] features: not sent to the "
+        "model, kept in the output",
+        f"predict: 10 rows -> {output.name} (production, model version 1)"]
     written = pd.read_csv(output)
-    assert list(written.columns) == [*features.columns, "prediction"]
+    assert list(written.columns) == [*features.columns, "ward", "prediction"]
     np.testing.assert_allclose(written["prediction"], fitted.predict(rows), rtol=1e-12)
 
 
