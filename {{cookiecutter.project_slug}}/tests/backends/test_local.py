@@ -72,6 +72,13 @@ def test_first_run_registers_a_version_with_lineage_tags(project, settings, clie
     assert report.startswith("### Gate report: PASSED")
     assert f"- Data fingerprint: `{tags['data_fingerprint']}`" in report
     assert REPORT_FILE in artifacts(client, evaluate_run)
+    # Where people look first: the version page shows the report and links to the run
+    # that judged it; the pipeline run has the metric columns, the report and a plot.
+    assert client.get_model_version(settings.model.name, version).description == report
+    assert tags["evaluate_run_id"] == evaluate_run.info.run_id
+    assert {"challenger_rmse", "challenger_r2", "gate_passed"} <= set(lineage.data.metrics)
+    assert {REPORT_FILE, "plots"} <= artifacts(client, lineage)
+    assert artifacts(client, lineage, "plots") == {f"plots/{PREDICTED_VS_ACTUAL}"}
 
 
 def test_register_is_idempotent_per_pipeline_run(settings, client):
@@ -122,6 +129,9 @@ def test_better_challenger_replaces_a_worse_champion(project, client):
     assert evaluate_run.data.metrics["champion_rmse"] > evaluate_run.data.metrics["challenger_rmse"]
     assert evaluate_run.data.tags["champion_version"] == "1"
     assert f"plots/{CHAMPION_VS_CHALLENGER}" in artifacts(client, evaluate_run, "plots")
+    pipeline_run = client.get_run(evaluate_run.data.tags["mlflow.parentRunId"])
+    assert artifacts(client, pipeline_run, "plots") == {f"plots/{CHAMPION_VS_CHALLENGER}"}
+    assert pipeline_run.data.metrics["champion_rmse"] == evaluate_run.data.metrics["champion_rmse"]
 
 
 def test_a_feature_set_change_is_one_line_and_the_r2_floor_decides(project, client, capsys):
