@@ -91,6 +91,12 @@ def test_shifted_traffic_is_drift_in_the_shifted_feature_and_exits_3(trained, ca
     assert out.startswith("monitor: drift: yes (features bmi")
     assert "age" not in out.partition(";")[0]
     page = (project / "build" / "reports" / "monitor-staging.html").read_text()
+    # The drifted feature first, coloured; the window and the servers' row cap stated.
+    table = page.split("<table>", 1)[1]
+    assert table.index('<tr class="drift"><td>bmi</td>') < table.index('class="no-drift"')
+    assert ".drift {background:" in page
+    assert "at most 5000 rows and none older than 168 hours" in page
+    assert "at most 100 rows of each" in page
     images = page.count('src="data:image/png;base64,')
     assert images == len(sample.columns)  # every feature and the predictions
     first = page.split('src="data:image/png;base64,', 1)[1].split('"', 1)[0]
