@@ -114,10 +114,16 @@ def load(settings, source=None):
         raise MlopsError(f"[data] source {source.reference}: {error.what}", error.fix) from None
 
 
+def sample_request_path(project_root):
+    """scoring/sample-request.json: rows of [data] features that register scores and the
+    smoke tests send."""
+    return Path(project_root) / "scoring" / "sample-request.json"
+
+
 def check_sample_request(settings):
     """Refuse to train when scoring/sample-request.json does not fit [data] features:
     register records the model's answers to it, and the smoke tests send it."""
-    path = settings.project_root / "scoring" / "sample-request.json"
+    path = sample_request_path(settings.project_root)
     features = settings.data.features
     try:
         rows = json.loads(path.read_text())["data"]
@@ -396,7 +402,7 @@ def use_data(settings, config_path, path, target):
     reference = (absolute.relative_to(config_path.parent.resolve()).as_posix()
                  if absolute.is_relative_to(config_path.parent.resolve()) else str(absolute))
     _write_data_section(config_path, reference, target, features)
-    request = settings.project_root / "scoring" / "sample-request.json"
+    request = sample_request_path(settings.project_root)
     request.write_text(json.dumps({"data": rows}) + "\n")
     return reference, features, left_out, request
 

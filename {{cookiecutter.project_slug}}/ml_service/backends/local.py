@@ -146,7 +146,7 @@ class LocalBackend:
         # The version page links back to the run whose plots and report judged it.
         version_tags["evaluate_run_id"] = tags.get(tracking.EVALUATE_RUN_ID, "unknown")
         version_tags[lineage.SAMPLE_PREDICTIONS_TAG] = lineage.sample_predictions(
-            tags[tracking.MODEL_URI], settings.project_root / "scoring" / "sample-request.json")
+            tags[tracking.MODEL_URI], data_assets.sample_request_path(settings.project_root))
         with tracking.stage_run(lineage_id, "register"):
             version = lineage.register(tags[tracking.MODEL_URI], settings.model.name,
                                        version_tags, description=_gate_report(lineage_run))

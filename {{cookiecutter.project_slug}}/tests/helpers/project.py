@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ml_service import desired_state
+from ml_service.data_assets import sample_request_path
 from ml_service.config import EDGE_TARGET, TARGET_NAMES, load_settings
 from ml_service.targets.local import LocalTarget
 from training.data import SAMPLE, SAMPLE_FEATURES, SAMPLE_TARGET, sample_table
@@ -65,7 +66,7 @@ def pin_sample_data(project):
                           config.read_text())
     assert count == 1, "mlops.toml must have a [data] section followed by another section"
     config.write_text(text)
-    request = project / "scoring" / "sample-request.json"
+    request = sample_request_path(project)
     request.parent.mkdir(exist_ok=True)
     rows = sample_table()[list(SAMPLE_FEATURES)].head(2).round(6).values.tolist()
     request.write_text(json.dumps({"data": rows}) + "\n")

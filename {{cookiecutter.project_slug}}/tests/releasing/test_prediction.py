@@ -14,6 +14,7 @@ import pytest
 
 from ml_service.client import ScoringClient, Scores
 from ml_service.config import load_settings
+from ml_service.data_assets import sample_request_path
 from ml_service.errors import MlopsError
 from ml_service.release import Release
 from ml_service.releasing.image import SCORING_FILES
@@ -193,7 +194,7 @@ def test_predict_writes_the_predictions_of_a_csv_through_the_client(production):
 @pytest.mark.slow
 def test_predict_from_the_sample_request_to_json(production):
     project, environ, fitted, _ = production
-    request = project / "scoring" / "sample-request.json"
+    request = sample_request_path(project)
     result = predict(project, "--input", str(request), "--output", "answers.json", **environ)
     assert result.returncode == 0, result.stderr
     written = json.loads((project / "answers.json").read_text())
