@@ -166,10 +166,16 @@ class LocalBackend:
 
 
 def _gate_report(lineage_run):
-    """The gate report evaluate put on the pipeline run (the version's description), or
-    the gate's reason for a run evaluated before the report was put there."""
+    """The version's description: the gate report evaluate put on the pipeline run (or
+    the gate's reason for a run evaluated before it was put there), then a link to the
+    evaluate run with the plots (MLflow's "Source run" is the train run)."""
     try:
-        return mlflow.artifacts.load_text(
+        report_text = mlflow.artifacts.load_text(
             f"runs:/{lineage_run.info.run_id}/{evaluation_report.REPORT_FILE}")
     except (MlflowException, OSError):
-        return lineage_run.data.tags[tracking.GATE_REASON]
+        report_text = lineage_run.data.tags[tracking.GATE_REASON] + "\n"
+    evaluate_run_id = lineage_run.data.tags.get(tracking.EVALUATE_RUN_ID)
+    if evaluate_run_id is None:
+        return report_text
+    return (f"{report_text}\n[The evaluate run: plots and report](#/experiments/"
+            f"{lineage_run.info.experiment_id}/runs/{evaluate_run_id})\n")

@@ -74,7 +74,9 @@ def test_first_run_registers_a_version_with_lineage_tags(project, settings, clie
     assert REPORT_FILE in artifacts(client, evaluate_run)
     # Where people look first: the version page shows the report and links to the run
     # that judged it; the pipeline run has the metric columns, the report and a plot.
-    assert client.get_model_version(settings.model.name, version).description == report
+    assert client.get_model_version(settings.model.name, version).description == (
+        f"{report}\n[The evaluate run: plots and report](#/experiments/"
+        f"{lineage.info.experiment_id}/runs/{evaluate_run.info.run_id})\n")
     assert tags["evaluate_run_id"] == evaluate_run.info.run_id
     assert {"challenger_rmse", "challenger_r2", "gate_passed"} <= set(lineage.data.metrics)
     assert {REPORT_FILE, "plots"} <= artifacts(client, lineage)
