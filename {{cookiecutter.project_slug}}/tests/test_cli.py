@@ -149,8 +149,10 @@ def test_global_options_are_accepted_after_the_verb_too(run_cli):
     # Given before the verb and not after it: the value before the verb stays.
     kept = build_parser().parse_args(["--backend", "azureml", "--dry-run", "train"])
     assert (kept.backend, kept.dry_run, kept.debug) == ("azureml", True, False)
-    result = run_cli("evaluate", "--debug")  # nothing trained: --debug shows the traceback
+    # --debug after the verb shows the traceback of an error (here a missing config file).
+    result = run_cli("train", "--debug", "--config", "missing.toml")
     assert result.returncode == 1 and "Traceback" in result.stderr
+    assert "missing.toml does not exist" in result.stderr
 
 
 def test_help_imports_none_of_the_heavy_packages():
