@@ -10,11 +10,13 @@ import textwrap
 import numpy as np
 import pandas as pd
 
-# Fast generated test modules that read [data] or scoring/sample-request.json, which a
-# data switch used to break; with a registered version, the one about registered data.
+# Generated test modules that read [data] or scoring/sample-request.json, which a data
+# switch used to break; with a registered version, a local train, gate and register (the
+# version is resolved from the store: a project copy used to have none).
 DATA_DEPENDENT_TESTS = ["tests/test_data_assets.py", "tests/azure/test_pipeline_job.py",
                         "tests/releasing/test_prediction.py"]
-REGISTERED_DATA_TESTS = ["tests/test_data_assets.py"]
+REGISTERED_DATA_TESTS = [
+    "tests/backends/test_local.py::test_first_run_registers_a_version_with_lineage_tags"]
 # A train, evaluate and register with production running version 1, in one interpreter
 # (the CLI's own entry point, three verbs: one MLflow import instead of three).
 PIPELINE_WITH_CHAMPION = textwrap.dedent("""
