@@ -30,7 +30,7 @@ demo: $(INSTALLED)
 	rm -rf $(DEMO_DIR)
 	$(PYTHON) -m cookiecutter --no-input --output-dir $(DEMO_DIR) .
 	cd $(DEMO_PROJECT) && git init -q && git add -A && \
-		git -c user.name=demo -c user.email=demo@example.com commit -q -m "Baked from the template"
+		git -c user.name=demo -c user.email=demo@example.com commit -q --allow-empty -m "Baked from the template"
 	$(MAKE) -C $(DEMO_PROJECT) demo PYTHON=$(PYTHON) KEEP_SERVING=$(KEEP_SERVING)
 
 test: $(INSTALLED)

@@ -1,5 +1,6 @@
 """Bad answers stop generation before any file is written, with an actionable message."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,38 @@ def test_baked_config_checks_the_hooks_model_name_rule(cookies):
         cwd=project, capture_output=True, text=True, check=True)
     hook = hook_module()
     assert json.loads(baked.stdout) == [hook["MODEL_NAME_PATTERN"], hook["MODEL_NAME_RULE"]]
+
+
+def generate(tmp_path, git_identity):
+    """Run cookiecutter as a user does, with a git configuration of our own (`git_identity`
+    or none); return (its output, the project folder)."""
+    config = tmp_path / "gitconfig"
+    config.write_text("[user]\n  name = Jane Doe\n  email = jane@example.com\n"
+                      if git_identity else "")
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "cookiecutter", "--no-input", "--output-dir", str(out),
+         str(TEMPLATE)], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "GIT_CONFIG_GLOBAL": str(config), "GIT_CONFIG_NOSYSTEM": "1"})
+    assert result.returncode == 0, result.stderr
+    return result.stdout, out / "diabetes-mlops"
+
+
+def test_generation_makes_the_first_commit_and_says_what_to_run_next(tmp_path):
+    output, project = generate(tmp_path, git_identity=True)
+    assert output.startswith("Generated diabetes-mlops/ (git repository with the first "
+                             "commit). Next:\n  cd diabetes-mlops\n  make install")
+    assert "make pipeline" in output and "make ui" in output
+    log = subprocess.run(["git", "log", "--format=%s"], cwd=project, capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert log == ["Generated from cookiecutter-azure-mlops"]
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=project,
+                            capture_output=True, text=True, check=True).stdout
+    assert status == ""  # everything generated is committed (.gitignore keeps the rest out)
+
+
+def test_without_a_git_identity_generation_says_how_to_commit(tmp_path):
+    output, project = generate(tmp_path, git_identity=False)
+    assert "no git identity (git config user.name / user.email): set it, then run `git init " \
+           '&& git add -A && git commit -m "Generated from cookiecutter-azure-mlops"`' in output
+    assert not (project / ".git").exists()

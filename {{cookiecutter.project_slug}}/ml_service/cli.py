@@ -10,7 +10,7 @@ from ml_service.config import BACKENDS, PipelineSettings, load_settings
 from ml_service.errors import MlopsError
 from ml_service.stages import (build_image, deploy, evaluate, infra, monitor, pipeline,
                                predict, promote, register, register_data, rollback, schedule,
-                               smoke_test, stop, train)
+                               smoke_test, stop, train, use_data)
 
 STAGES = {
     "train": train,
@@ -25,23 +25,43 @@ STAGES = {
     "pipeline": pipeline,
     "schedule": schedule,
     "infra": infra,
+    "use-data": use_data,
     "register-data": register_data,
     "predict": predict,
     "monitor": monitor,
 }
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m ml_service", description=__doc__)
-    parser.add_argument("--config", help="settings file (default: $MLOPS_CONFIG or ./mlops.toml)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("--backend", choices=BACKENDS,
+def add_global_options(parser, default=None):
+    """The options of every verb, accepted before the verb and after it: after it they
+    default to argparse.SUPPRESS, so they do not overwrite a value given before it."""
+    parser.add_argument("--config", default=default,
+                        help="settings file (default: $MLOPS_CONFIG or ./mlops.toml)")
+    parser.add_argument("--debug", action="store_true", default=default or False,
+                        help="show tracebacks and debug logs")
+    parser.add_argument("--backend", choices=BACKENDS, default=default,
                         help="where training runs (default: [pipeline] backend in mlops.toml)")
-    parser.add_argument("--dry-run", action="store_true",
+    parser.add_argument("--dry-run", action="store_true", default=default or False,
                         help="Azure commands: print the exact plan; send nothing, need no login")
-    commands = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+
+
+def program_name(argv0=None):
+    """The command the user typed: `mlops` (the installed script) or
+    `python -m ml_service`, for usage lines and help."""
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    name = os.path.basename(argv0)
+    return "python -m ml_service" if name in ("__main__.py", "") else name
+
+
+def build_parser(prog=None):
+    parser = argparse.ArgumentParser(prog=prog or program_name(), description=__doc__)
+    add_global_options(parser)
+    commands = parser.add_subparsers(dest="stage", required=True, metavar="STAGE",
+                                     help="the step to run (STAGE --help: its options)")
     for name, module in STAGES.items():
-        module.add_arguments(commands.add_parser(name, help=module.HELP, description=module.HELP))
+        command = commands.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        add_global_options(command.add_argument_group("global options"), argparse.SUPPRESS)
     return parser
 
 

@@ -25,6 +25,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pandas as pd
+
 from ml_service import report
 from ml_service.errors import ConfigError, MlopsError
 from training import data as training_data
@@ -112,10 +114,16 @@ def load(settings, source=None):
         raise MlopsError(f"[data] source {source.reference}: {error.what}", error.fix) from None
 
 
+def sample_request_path(project_root):
+    """scoring/sample-request.json: rows of [data] features that register scores and the
+    smoke tests send."""
+    return Path(project_root) / "scoring" / "sample-request.json"
+
+
 def check_sample_request(settings):
     """Refuse to train when scoring/sample-request.json does not fit [data] features:
     register records the model's answers to it, and the smoke tests send it."""
-    path = settings.project_root / "scoring" / "sample-request.json"
+    path = sample_request_path(settings.project_root)
     features = settings.data.features
     try:
         rows = json.loads(path.read_text())["data"]
@@ -129,8 +137,9 @@ def check_sample_request(settings):
             f"Row(s) {', '.join(map(str, wrong))} of {path} do not have one value per "
             f"feature of [data] features ({len(features)}: {', '.join(features)}).",
             "Replace its rows with a few rows of your data's features, in the order of "
-            "[data] features: register records the model's answers to them and the smoke "
-            "tests send them.")
+            "[data] features (`python -m ml_service use-data FILE --target COLUMN` writes "
+            "them from your data's first rows): register records the model's answers to "
+            "them and the smoke tests send them.")
 
 
 # -- register-data -------------------------------------------------------------------
@@ -143,13 +152,20 @@ def _check_name(name):
 
 
 def _source_files(path):
-    """(folder the names are relative to, files): what register-data copies."""
-    path = Path(path).resolve()
+    """(folder the names are relative to, files): what register-data copies, after
+    reading them as training would (no rows, or files with different columns, are
+    refused now rather than when a teammate trains on the version)."""
+    try:
+        path = Path(path).resolve()
+    except (OSError, RuntimeError) as error:  # a symlink loop (RuntimeError before 3.13)
+        raise MlopsError(f"Cannot register {path}: {error}.",
+                         "Pass --path an existing CSV or Parquet file, or a folder of them "
+                         "(not a symlink that points back at itself).") from None
     try:
         files = training_data.data_files(path)
+        training_data.read_table(path)
     except training_data.DataError as error:
-        raise MlopsError(error.what, "Pass --path a CSV or Parquet file, or a folder of "
-                         "them.") from None
+        raise MlopsError(error.what, error.fix) from None
     return (path.parent if path.is_file() else path), files
 
 
@@ -320,7 +336,92 @@ def register_data(settings, name, path, dry_run=False):
     report.publish("register-data",
                    f"{reference} ({'new version' if created else 'same content as before'})"
                    f"; set [data] source = \"{reference}\" (or MLOPS_DATA_SOURCE) to train "
-                   "on it",
+                   "on it" + ("" if settings.pipeline.backend == "azureml" else
+                              f". Local only: the copy is in {store_folder(settings)}, which "
+                              "git ignores, so a teammate or CI cannot resolve this reference; "
+                              "for them, commit the file and name its path in [data] source, "
+                              "or register it on Azure ML (--backend azureml)"),
                    {"data_source": reference, "data_asset_name": asset_name,
                     "data_asset_version": version})
     return reference
+
+
+# -- use-data ------------------------------------------------------------------------
+
+SAMPLE_REQUEST_ROWS = 2
+
+
+def choose_features(frame, target):
+    """(features, left out {column: why}) of `frame` for predicting `target`: the numeric,
+    complete columns other than the target, in the data's order."""
+    features, left_out = [], {}
+    for column in frame.columns:
+        if column == target:
+            continue
+        series = frame[column]
+        if not is_number_column(series):
+            left_out[str(column)] = f"not numeric ({series.dtype}): encode it as numbers"
+        elif series.isna().any():
+            left_out[str(column)] = f"{int(series.isna().sum())} missing values"
+        else:
+            features.append(str(column))
+    return features, left_out
+
+
+def is_number_column(series):
+    """Numeric and not boolean: what the model can learn from (as [data] requires)."""
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+
+
+def use_data(settings, config_path, path, target):
+    """use-data: point [data] of `config_path` at the file or folder `path`, predicting
+    `target` from its numeric, complete columns, and write scoring/sample-request.json
+    from its first rows; return ([data] source as written, features, left out
+    {column: why}, the sample request's path)."""
+    source = Path(path).expanduser()
+    try:
+        frame = training_data.read_table(source)
+    except training_data.DataError as error:
+        raise MlopsError(error.what, error.fix) from None
+    columns = ", ".join(map(str, frame.columns))
+    if target not in frame.columns:
+        raise MlopsError(f"{source} has no column {target!r} (it has: {columns}).",
+                         "Pass --target the name of the column to predict.")
+    if not is_number_column(frame[target]):
+        raise MlopsError(f"The target column {target!r} of {source} is not numeric "
+                         f"({frame[target].dtype}).",
+                         "The model is a regressor: pass --target a numeric column.")
+    features, left_out = choose_features(frame, target)
+    if not features:
+        raise MlopsError(f"{source} has no numeric column without missing values besides "
+                         f"{target!r} (it has: {columns}).",
+                         "Encode the columns to learn from as numbers, or fill their gaps.")
+    rows = frame[features].head(SAMPLE_REQUEST_ROWS).values.tolist()
+    config_path = Path(config_path)
+    absolute = source.resolve()
+    reference = (absolute.relative_to(config_path.parent.resolve()).as_posix()
+                 if absolute.is_relative_to(config_path.parent.resolve()) else str(absolute))
+    _write_data_section(config_path, reference, target, features)
+    request = sample_request_path(settings.project_root)
+    request.write_text(json.dumps({"data": rows}) + "\n")
+    return reference, features, left_out, request
+
+
+def _write_data_section(config_path, source, target, features):
+    """Set source, target and features of [data] in `config_path`, line by line: the
+    comments and the other sections stay as written."""
+    text = config_path.read_text()
+    section = re.search(r"(?ms)^\[data\]\n(.*?)(?=^\[|\Z)", text)
+    if section is None:
+        raise ConfigError(f"{config_path} has no [data] section.",
+                          "Restore it from the template (see README, Your own data).")
+    body = section.group(1)
+    values = {"source": json.dumps(source), "target": json.dumps(target),
+              "features": json.dumps(features)}
+    for key, value in values.items():
+        # A key's value may span lines (a long features list): up to its closing bracket.
+        pattern = rf"(?ms)^{key}\s*=\s*(\[.*?\]|[^\n]*)$"
+        body, count = re.subn(pattern, lambda _: f"{key} = {value}", body, count=1)
+        if count == 0:
+            body = body.rstrip("\n") + f"\n{key} = {value}\n\n"
+    config_path.write_text(text[:section.start(1)] + body + text[section.end(1):])

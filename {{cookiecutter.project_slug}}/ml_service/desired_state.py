@@ -117,3 +117,11 @@ def commit(settings, path, message):
         print(f"note: {settings.project_root} is not a git checkout; {path.name} was updated "
               "but not committed.")
     return commit_id
+
+
+def clear(settings, target):
+    """Set `target`'s desired state back to no model version, as the template ships it
+    (same image repository, tag "unset"); return the file path."""
+    image_name = read(settings, target).image.rpartition(":")[0]
+    return write(settings, target, DesiredState(model_version=UNSET_VERSION,
+                                                image=f"{image_name}:unset", image_digest=""))

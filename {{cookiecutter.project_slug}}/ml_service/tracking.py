@@ -28,6 +28,7 @@ MODEL_URI = "mlops.model_uri"
 DATA_FINGERPRINT = "mlops.data_fingerprint"
 GATE = "mlops.gate"
 GATE_REASON = "mlops.gate_reason"
+EVALUATE_RUN_ID = "mlops.evaluate_run_id"
 REGISTERED_VERSION = "mlops.registered_version"
 
 

@@ -1,11 +1,16 @@
 import subprocess
 import sys
 
+import argparse
+
 import pytest
 
+from ml_service import desired_state
+from ml_service.cli import build_parser, program_name
+from ml_service.config import load_settings
 from tests.conftest import cli_env
 from tests.helpers.data import write_table
-from tests.helpers.project import PROJECT_ROOT, free_port
+from tests.helpers.project import PROJECT_ROOT, free_port, git, push_to_new_remote
 
 
 def test_stages_hand_over_between_processes_as_in_ci(run_cli, tmp_path):
@@ -115,6 +120,41 @@ def test_without_sign_in_only_the_projects_error_shows_unless_debug(run_cli, deb
         assert "repository variables AZURE_CLIENT_ID" in result.stderr
 
 
+def verbs(parser):
+    return parser._subparsers._group_actions[0].choices
+
+
+def test_every_option_of_every_verb_has_help():
+    parser = build_parser()
+    undocumented = [f"{name} {'/'.join(action.option_strings)}"
+                    for name, verb in {"": parser, **verbs(parser)}.items()
+                    for action in verb._actions
+                    if not action.help and not isinstance(action, argparse._HelpAction)]
+    assert undocumented == []
+
+
+def test_usage_names_the_command_the_user_typed(run_cli):
+    assert program_name("/home/me/project/.venv/bin/mlops") == "mlops"
+    assert program_name("/home/me/project/ml_service/__main__.py") == "python -m ml_service"
+    assert build_parser("mlops").format_usage().startswith("usage: mlops ")
+    result = run_cli("deploy")  # without its required --target
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: python -m ml_service deploy "), result.stderr
+
+
+def test_global_options_are_accepted_after_the_verb_too(run_cli):
+    before = build_parser().parse_args(["--debug", "--config", "a.toml", "train"])
+    after = build_parser().parse_args(["train", "--debug", "--config", "a.toml"])
+    assert vars(before) == vars(after)
+    # Given before the verb and not after it: the value before the verb stays.
+    kept = build_parser().parse_args(["--backend", "azureml", "--dry-run", "train"])
+    assert (kept.backend, kept.dry_run, kept.debug) == ("azureml", True, False)
+    # --debug after the verb shows the traceback of an error (here a missing config file).
+    result = run_cli("train", "--debug", "--config", "missing.toml")
+    assert result.returncode == 1 and "Traceback" in result.stderr
+    assert "missing.toml does not exist" in result.stderr
+
+
 def test_help_imports_none_of_the_heavy_packages():
     """Every CI step starts the CLI: a verb pays for MLflow, scikit-learn, pandas or the
     Azure SDKs only when it runs, and `--help` for none of them."""
@@ -125,3 +165,23 @@ def test_help_imports_none_of_the_heavy_packages():
                             capture_output=True, env=cli_env(), timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_stop_clear_desired_state_resets_production_and_commits_it(run_cli, project):
+    """The documented way out when production's version cannot be rolled back from (the
+    oldest release) nor be the gate's champion: production names no version again."""
+    settings = load_settings(project / "mlops.toml", environ={})
+    desired_state.write(settings, "production", desired_state.DesiredState(
+        model_version="3", image="example.azurecr.io/model:3", image_digest=""))
+    push_to_new_remote(project, project.parent / "remote.git")
+    result = run_cli("stop", "--target", "production", "--clear-desired-state")
+    assert result.returncode == 0, result.stderr
+    assert "stop: production's desired state cleared (deploy/overlays/production/" \
+           "kustomization.yaml)" in result.stdout
+    state = desired_state.read(settings, "production")
+    assert (state.model_version, state.image) == ("none", "example.azurecr.io/model:unset")
+    assert git(project, "log", "-1", "--format=%s") == \
+        "Clear production's desired state (no model version)"
+    assert git(project, "status", "--porcelain") == ""
+    refused = run_cli("stop", "--target", "edge", "--clear-desired-state")
+    assert refused.returncode == 1 and "deploy/edge/deployment.json" in refused.stderr

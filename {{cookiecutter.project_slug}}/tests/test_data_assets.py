@@ -5,6 +5,7 @@ import json
 import multiprocessing
 import shutil
 
+import pandas as pd
 import pytest
 import yaml
 from azure.ai.ml import load_data
@@ -155,6 +156,67 @@ def test_register_data_refuses_bad_names_and_paths(settings, tmp_path, name, pat
         data_assets.register_local(settings, name, tmp_path / path)
 
 
+def header_only(folder):
+    (folder / "empty.csv").write_text("age,bmi,target\n")
+
+
+def mixed_schema(folder):
+    write_table(folder / "a.csv", rows=5)
+    write_table(folder / "b.parquet", rows=5, change=lambda frame: frame.drop(columns="s6"))
+
+
+def symlink_loop(folder):
+    (folder / "loop.csv").symlink_to(folder / "loop.csv")
+
+
+@pytest.mark.parametrize("make, path, complaint", [
+    (lambda folder: (folder / "zero.csv").write_bytes(b""), "zero.csv",
+     "Cannot read the data file .*zero.csv"),
+    (header_only, "empty.csv", "has no rows"),
+    (mixed_schema, "",
+     "have different columns: a.csv has age, .*s6, target; b.parquet has age, .*s5, target"),
+    (symlink_loop, "loop.csv", "(?i)Cannot register .*loop"),
+])
+def test_register_data_checks_the_data_before_it_makes_a_version(settings, tmp_path, make,
+                                                                 path, complaint):
+    """Refused now, with the reason, rather than when a teammate trains on the version."""
+    make(tmp_path)
+    with pytest.raises(MlopsError, match=complaint):
+        data_assets.register_local(settings, "bad", tmp_path / path)
+    assert not data_assets.store_folder(settings).joinpath("assets", "bad.json").exists()
+
+
+def test_use_data_sets_features_from_numeric_columns_and_the_sample_request(
+        settings, project):
+    frame = pd.DataFrame({"rooms": [3.0, 4.0, 2.0], "town": ["a", "b", "a"],
+                          "area": [80.5, 120.0, 55.0], "garden": [1.0, None, 0.0],
+                          "price": [300.0, 420.0, 210.0]})
+    frame.to_csv(project / "houses.csv", index=False)
+    config = project / "mlops.toml"
+    before = config.read_text()
+    source, features, left_out, request = data_assets.use_data(
+        settings, config, project / "houses.csv", "price")
+    assert (source, features) == ("houses.csv", ["rooms", "area"])
+    assert list(left_out) == ["town", "garden"]
+    assert left_out["town"].startswith("not numeric (") and "encode it as numbers" in \
+        left_out["town"]
+    assert left_out["garden"] == "1 missing values"
+    assert json.loads(request.read_text()) == {"data": [[3.0, 80.5], [4.0, 120.0]]}
+    updated = load_settings(config, environ={})
+    assert updated.data == dataclasses.replace(settings.data, source="houses.csv",
+                                               target="price", features=("rooms", "area"))
+    # Only the three keys changed: comments and other sections are as written.
+    changed = [line for line in config.read_text().splitlines()
+               if line not in before.splitlines()]
+    assert changed == ['source = "houses.csv"', 'target = "price"',
+                       'features = ["rooms", "area"]']
+    data_assets.check_sample_request(updated)  # train would accept it
+    with pytest.raises(MlopsError, match="has no column 'cost' \\(it has: rooms, town"):
+        data_assets.use_data(settings, config, project / "houses.csv", "cost")
+    with pytest.raises(MlopsError, match="target column 'town' .* is not numeric"):
+        data_assets.use_data(settings, config, project / "houses.csv", "town")
+
+
 # -- register-data, Azure ML ---------------------------------------------------------
 
 @pytest.fixture
@@ -229,4 +291,5 @@ def test_features_that_sample_request_does_not_fit_stop_training_first(
     with pytest.raises(MlopsError, match="one value per feature.*3: bmi, bp, s5") as raised:
         backend.train()
     assert "sample-request.json" in str(raised.value)
+    assert "use-data FILE --target COLUMN" in str(raised.value)  # writes rows of real data
     assert client.get_experiment_by_name(settings.model.experiment) is None  # nothing ran

@@ -77,14 +77,26 @@ def data_files(path):
 def read_table(path):
     """All rows of the files at `path` as one DataFrame."""
     frames = []
-    for file in data_files(path):
+    files = data_files(path)
+    for file in files:
         try:
             frames.append(READERS[file.suffix.lower()](file))
         except Exception as error:  # pandas' and pyarrow's parse errors vary by format
             raise DataError(f"Cannot read the data file {file}: {error}",
                             "Check that it is a valid CSV (with a header row) or Parquet "
                             "file.") from error
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    for file, frame in zip(files, frames):
+        if list(frame.columns) != list(frames[0].columns):
+            raise DataError(
+                f"The data files of {path} have different columns: {files[0].name} has "
+                f"{', '.join(map(str, frames[0].columns))}; {file.name} has "
+                f"{', '.join(map(str, frame.columns))}.",
+                "Give every file of the folder the same columns, or move the odd one out.")
+    table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if table.empty:
+        raise DataError(f"The data in {path} has no rows.",
+                        "Point it at data with a header row and at least one row.")
+    return table
 
 
 def sample_table():

@@ -36,11 +36,18 @@ class GateDecision:
         return f"gate {self.verdict.upper()} - {self.reason}"
 
 
-def decide(challenger, champion, min_r2, min_improvement):
-    """Apply the gate to metric dicts; `champion` is None when nothing is in production."""
+def decide(challenger, champion, min_r2, min_improvement, schema_change=None):
+    """Apply the gate to metric dicts; `champion` is None when nothing is in production,
+    or when its features differ from the challenger's (`schema_change` says how): then
+    the champion cannot be scored on the challenger's rows, and the R2 floor alone
+    decides."""
+    prefix = f"{schema_change}; " if schema_change else ""
     if challenger["r2"] < min_r2:
-        return GateDecision(False, f"challenger R2 {challenger['r2']:.4f} is below the "
-                                   f"floor min_r2={min_r2}")
+        return GateDecision(False, f"{prefix}challenger R2 {challenger['r2']:.4f} is below "
+                                   f"the floor min_r2={min_r2}")
+    if schema_change:
+        return GateDecision(True, f"{prefix}decided on the R2 floor alone: challenger R2 "
+                                  f"{challenger['r2']:.4f} meets min_r2={min_r2}")
     if champion is None:
         return GateDecision(True, "no model version is in production yet and the "
                                   f"challenger R2 {challenger['r2']:.4f} meets the floor")
@@ -71,6 +78,10 @@ class Evaluation:
     champion_predictions: np.ndarray | None
     min_r2: float
     min_improvement: float
+    # Set when the champion was trained on other features than the challenger: the
+    # line that says so (the champion is then not scored; champion and its
+    # predictions are None).
+    schema_change: str | None = None
 
     @property
     def rows(self):
@@ -88,7 +99,7 @@ def evaluate(model_uri, model_name, champion_version, x_test, y_test, min_r2,
     ChampionUnavailable, never "no champion": that would let any model through."""
     actual = np.asarray(y_test, dtype=float)
     challenger_predictions = _predict(mlflow.sklearn.load_model(model_uri), x_test)
-    champion_predictions = None
+    champion_predictions = schema_change = None
     if champion_version is not None:
         champion_uri = f"models:/{model_name}/{champion_version}"
         try:
@@ -98,14 +109,38 @@ def evaluate(model_uri, model_name, champion_version, x_test, y_test, min_r2,
                 f"production runs {model_name} version {champion_version} (its git desired "
                 f"state), but the registry cannot give {champion_uri}: {error.message}"
             ) from error
-        champion_predictions = _predict(champion_model, x_test)
+        champion_features = feature_names(champion_model) or list(x_test.columns)
+        schema_change = feature_change(champion_version, champion_features,
+                                       list(x_test.columns))
+        if schema_change is None:  # the same columns, perhaps in another order
+            champion_predictions = _predict(champion_model, x_test[champion_features])
     challenger = prediction_metrics(actual, challenger_predictions)
     champion = (None if champion_predictions is None
                 else prediction_metrics(actual, champion_predictions))
     return Evaluation(challenger, champion, champion_version,
-                      decide(challenger, champion, min_r2, min_improvement),
+                      decide(challenger, champion, min_r2, min_improvement, schema_change),
                       actual, challenger_predictions, champion_predictions, min_r2,
-                      min_improvement)
+                      min_improvement, schema_change)
+
+
+def feature_names(model):
+    """The feature columns `model` was fitted on, in order (None if it was fitted on
+    an unnamed array)."""
+    names = getattr(model, "feature_names_in_", None)
+    return None if names is None else [str(name) for name in names]
+
+
+def feature_change(champion_version, champion_features, challenger_features):
+    """One line naming the features added and removed since the champion, or None when
+    both models take the same columns (in any order)."""
+    added = [name for name in challenger_features if name not in champion_features]
+    removed = [name for name in champion_features if name not in challenger_features]
+    if not added and not removed:
+        return None
+    parts = ([f"added {', '.join(added)}"] if added else []) + (
+        [f"removed {', '.join(removed)}"] if removed else [])
+    return (f"schema change: the champion (version {champion_version}) was trained on other "
+            f"features ({'; '.join(parts)}), so it cannot be scored on the same rows")
 
 
 def _predict(model, features):
@@ -114,10 +149,14 @@ def _predict(model, features):
 
 def log(evaluation):
     """Record `evaluation` in the active MLflow run: metrics challenger_*, champion_* and
-    gate_passed, tags champion_version and gate_reason."""
+    gate_passed, tags champion_version, gate_reason and (on a feature change)
+    schema_change."""
     if evaluation.champion is not None:
         mlflow.log_metrics({f"champion_{k}": v for k, v in evaluation.champion.items()})
+    if evaluation.champion_version is not None:
         mlflow.set_tag("champion_version", evaluation.champion_version)
+    if evaluation.schema_change:
+        mlflow.set_tag("schema_change", evaluation.schema_change)
     mlflow.log_metrics({f"challenger_{k}": v for k, v in evaluation.challenger.items()})
     mlflow.log_metric("gate_passed", int(evaluation.decision.passed))
     mlflow.set_tag("gate_reason", evaluation.decision.reason)

@@ -60,9 +60,13 @@ def sample_predictions(model_uri, sample_request):
                        model.predict(pd.DataFrame(rows, columns=columns, dtype=float))])
 
 
-def register(model_uri, model_name, tags):
-    """Register the model with its tags; return the new version.
+def register(model_uri, model_name, tags, description=None):
+    """Register the model with its tags; return the new version. `description` (the gate
+    report, markdown) is what the registry's version page shows first.
 
     The tags go in with the version itself, so no version exists without its lineage.
     """
-    return str(mlflow.register_model(model_uri, model_name, tags=tags).version)
+    version = str(mlflow.register_model(model_uri, model_name, tags=tags).version)
+    if description:
+        mlflow.MlflowClient().update_model_version(model_name, version, description=description)
+    return version

@@ -9,6 +9,7 @@ import logging
 import time
 
 import mlflow
+from mlflow.exceptions import MlflowException
 
 from ml_service import data_assets, desired_state, git, report, tracking
 from ml_service.backends.base import publish_gate, publish_rejection
@@ -84,7 +85,7 @@ class LocalBackend:
                 "same data.")
         _, x_test, _, y_test = split_dataset(
             features, target, settings.training.test_size, settings.training.random_seed)
-        with tracking.stage_run(lineage_id, "evaluate"):
+        with tracking.stage_run(lineage_id, "evaluate") as evaluate_run:
             evaluation = self._evaluate(model_uri, x_test, y_test)
             gate.log(evaluation)
             gate_report = evaluation_report.log(
@@ -93,6 +94,7 @@ class LocalBackend:
             log.info("Gate decision (passed=%s): %s", decision.passed, decision.reason)
         client.set_tag(lineage_id, tracking.GATE, decision.verdict)
         client.set_tag(lineage_id, tracking.GATE_REASON, decision.reason)
+        client.set_tag(lineage_id, tracking.EVALUATE_RUN_ID, evaluate_run.info.run_id)
         publish_gate(settings, lineage_id, decision, gate_report)
         return decision
 
@@ -141,11 +143,13 @@ class LocalBackend:
             gate_reason=tags[tracking.GATE_REASON], metrics=train_run.data.metrics,
             # Runs trained before [data] source existed trained on the sample.
             data_source=tags.get("data_source", "sample"))
+        # The version page links back to the run whose plots and report judged it.
+        version_tags["evaluate_run_id"] = tags.get(tracking.EVALUATE_RUN_ID, "unknown")
         version_tags[lineage.SAMPLE_PREDICTIONS_TAG] = lineage.sample_predictions(
-            tags[tracking.MODEL_URI], settings.project_root / "scoring" / "sample-request.json")
+            tags[tracking.MODEL_URI], data_assets.sample_request_path(settings.project_root))
         with tracking.stage_run(lineage_id, "register"):
             version = lineage.register(tags[tracking.MODEL_URI], settings.model.name,
-                                       version_tags)
+                                       version_tags, description=_gate_report(lineage_run))
             mlflow.log_param("registered_version", version)
             log.info("Registered %s version %s", settings.model.name, version)
         client.set_tag(lineage_id, tracking.REGISTERED_VERSION, version)
@@ -159,3 +163,19 @@ class LocalBackend:
         lineage_id = self.train()
         self.evaluate(lineage_id)
         return self.register(lineage_id)
+
+
+def _gate_report(lineage_run):
+    """The version's description: the gate report evaluate put on the pipeline run (or
+    the gate's reason for a run evaluated before it was put there), then a link to the
+    evaluate run with the plots (MLflow's "Source run" is the train run)."""
+    try:
+        report_text = mlflow.artifacts.load_text(
+            f"runs:/{lineage_run.info.run_id}/{evaluation_report.REPORT_FILE}")
+    except (MlflowException, OSError):
+        report_text = lineage_run.data.tags[tracking.GATE_REASON] + "\n"
+    evaluate_run_id = lineage_run.data.tags.get(tracking.EVALUATE_RUN_ID)
+    if evaluate_run_id is None:
+        return report_text
+    return (f"{report_text}\n[The evaluate run: plots and report](#/experiments/"
+            f"{lineage_run.info.experiment_id}/runs/{evaluate_run_id})\n")

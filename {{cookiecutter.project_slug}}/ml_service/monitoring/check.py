@@ -104,7 +104,8 @@ def monitor(settings, target, dry_run=False):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page.render(
         f"Drift of {settings.model.name} version {version} on {target}",
-        f"{verdict}; {len(frame)} recent rows", result, training_sample, frame))
+        f"{verdict}; {len(frame)} recent rows", result, training_sample, frame,
+        window_text(monitoring, version, len(frame))))
     with mlflow.start_run(run_name=f"monitor-{target}",
                           tags={"mlops.monitor": target, "model_version": version}):
         mlflow.log_params({"target": target, "model_version": version,
@@ -117,6 +118,16 @@ def monitor(settings, target, dry_run=False):
                    {"drift": "yes" if result.drifted else "no", "drifted_features": columns,
                     "report": shown, "model_version": version})
     return DRIFT_EXIT_CODE if result.drifted else 0
+
+
+def window_text(monitoring, version, rows):
+    """Which records the check compared, and what the servers record, in one sentence."""
+    return (f"Compared: the newest {rows} recorded rows of version {version}, at most "
+            f"{monitoring.window_rows} rows and none older than {monitoring.window_hours:g} "
+            "hours ([monitoring] window_rows, window_hours). The scoring servers record "
+            f"{monitoring.sample_rate:.0%} of the requests ([monitoring] sample_rate) and at "
+            "most 100 rows of each, drawn at random (MLOPS_PREDICTION_LOG_MAX_ROWS), so a "
+            "large batch weighs no more than 100 rows.")
 
 
 def _relative(path, root):

@@ -5,7 +5,8 @@ HELP = "deploy a model version's image to staging, production or an IoT Edge dev
 
 
 def add_arguments(parser):
-    parser.add_argument("--target", required=True, choices=DEPLOY_TARGETS)
+    parser.add_argument("--target", required=True, choices=DEPLOY_TARGETS,
+                        help="the environment to deploy to (mlops.toml section of that name)")
     parser.add_argument("--model-version", help="set the desired state to this version first")
 
 

@@ -6,7 +6,8 @@ HELP = ("compare a target's recent requests and predictions with its model's tra
 
 
 def add_arguments(parser):
-    parser.add_argument("--target", required=True, choices=TARGET_NAMES)
+    parser.add_argument("--target", required=True, choices=TARGET_NAMES,
+                        help="the environment whose recorded requests are compared")
 
 
 def run(settings, args):

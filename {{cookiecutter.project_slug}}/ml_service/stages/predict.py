@@ -5,7 +5,8 @@ HELP = "score the rows of a CSV or JSON file on a deployed target; write the pre
 
 
 def add_arguments(parser):
-    parser.add_argument("--target", required=True, choices=TARGET_NAMES)
+    parser.add_argument("--target", required=True, choices=TARGET_NAMES,
+                        help="the deployed environment that scores the rows")
     parser.add_argument("--input", required=True,
                         help="rows to score: .csv with a header naming the columns, or .json "
                              "like scoring/sample-request.json")

@@ -4,7 +4,8 @@ HELP = "create or update the Azure ML retraining schedule"
 
 def add_arguments(parser):
     parser.add_argument("--cron", required=True, help="five-field cron, e.g. '0 3 * * 1'")
-    parser.add_argument("--time-zone", default="UTC")
+    parser.add_argument("--time-zone", default="UTC",
+                        help="time zone of the cron expression (default: UTC)")
 
 
 def run(settings, args):

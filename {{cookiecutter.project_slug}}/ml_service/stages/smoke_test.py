@@ -5,7 +5,8 @@ HELP = "send sample requests to a deployed target and check the answers"
 
 
 def add_arguments(parser):
-    parser.add_argument("--target", required=True, choices=DEPLOY_TARGETS)
+    parser.add_argument("--target", required=True, choices=DEPLOY_TARGETS,
+                        help="the environment whose deployment is tested")
 
 
 def run(settings, args):

@@ -7,6 +7,7 @@ from ml_service.backends.base import GATE_REPORT
 from ml_service.backends.local import LocalBackend
 from ml_service.config import load_settings
 from ml_service.errors import MlopsError
+from tests.helpers.data import write_table
 from tests.helpers.project import git
 from training.evaluation_report import (CHAMPION_VS_CHALLENGER, PREDICTED_VS_ACTUAL,
                                         REPORT_FILE, RESIDUALS)
@@ -71,6 +72,15 @@ def test_first_run_registers_a_version_with_lineage_tags(project, settings, clie
     assert report.startswith("### Gate report: PASSED")
     assert f"- Data fingerprint: `{tags['data_fingerprint']}`" in report
     assert REPORT_FILE in artifacts(client, evaluate_run)
+    # Where people look first: the version page shows the report and links to the run
+    # that judged it; the pipeline run has the metric columns, the report and a plot.
+    assert client.get_model_version(settings.model.name, version).description == (
+        f"{report}\n[The evaluate run: plots and report](#/experiments/"
+        f"{lineage.info.experiment_id}/runs/{evaluate_run.info.run_id})\n")
+    assert tags["evaluate_run_id"] == evaluate_run.info.run_id
+    assert {"challenger_rmse", "challenger_r2", "gate_passed"} <= set(lineage.data.metrics)
+    assert {REPORT_FILE, "plots"} <= artifacts(client, lineage)
+    assert artifacts(client, lineage, "plots") == {f"plots/{PREDICTED_VS_ACTUAL}"}
 
 
 def test_register_is_idempotent_per_pipeline_run(settings, client):
@@ -121,6 +131,39 @@ def test_better_challenger_replaces_a_worse_champion(project, client):
     assert evaluate_run.data.metrics["champion_rmse"] > evaluate_run.data.metrics["challenger_rmse"]
     assert evaluate_run.data.tags["champion_version"] == "1"
     assert f"plots/{CHAMPION_VS_CHALLENGER}" in artifacts(client, evaluate_run, "plots")
+    pipeline_run = client.get_run(evaluate_run.data.tags["mlflow.parentRunId"])
+    assert artifacts(client, pipeline_run, "plots") == {f"plots/{CHAMPION_VS_CHALLENGER}"}
+    assert pipeline_run.data.metrics["champion_rmse"] == evaluate_run.data.metrics["champion_rmse"]
+
+
+def test_a_feature_set_change_is_one_line_and_the_r2_floor_decides(project, client, capsys):
+    """Production runs a model of the ten sample features; the challenger drops one and
+    adds a derived one. The champion cannot be scored on the challenger's rows: the gate
+    says so in one line and decides on the R2 floor alone (never a library error)."""
+    champion = LocalBackend(load_settings(project / "mlops.toml", environ={}))
+    champion.train()
+    champion.evaluate()
+    put_in_production(champion.settings, champion.register())
+    data = project / "data.csv"
+    write_table(data, change=lambda frame: frame.assign(bmi_x_bp=frame.bmi * frame.bp))
+    features = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "bmi_x_bp"]
+    settings = load_settings(project / "mlops.toml", environ={
+        "MLOPS_DATA_SOURCE": str(data), "MLOPS_DATA_FEATURES": ",".join(features)})
+    backend = LocalBackend(settings)
+    backend.train()
+    capsys.readouterr()
+    decision = backend.evaluate()
+    assert decision.passed
+    assert decision.reason.startswith(
+        "schema change: the champion (version 1) was trained on other features (added "
+        "bmi_x_bp; removed s6), so it cannot be scored on the same rows; decided on the R2 "
+        "floor alone")
+    evaluate_run = newest_evaluate_run(client, settings)
+    assert evaluate_run.data.tags["schema_change"].startswith("schema change: ")
+    assert "champion_rmse" not in evaluate_run.data.metrics
+    report = (project / GATE_REPORT).read_text()
+    assert "- Champion: schema change: the champion (version 1)" in report
+    assert backend.register() == "2"
 
 
 def test_a_champion_the_registry_cannot_give_stops_the_gate(settings, client):

@@ -2,6 +2,7 @@
 of a shared one, a guard on shared folders, a free port, a git command and a quick end to
 the local servers a test started."""
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -13,21 +14,28 @@ import time
 from pathlib import Path
 
 from ml_service import desired_state
+from ml_service.data_assets import sample_request_path
 from ml_service.config import EDGE_TARGET, TARGET_NAMES, load_settings
 from ml_service.targets.local import LocalTarget
+from training.data import SAMPLE, SAMPLE_FEATURES, SAMPLE_TARGET, sample_table
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # What running the project leaves behind (stores, servers' state, build contexts,
 # caches): never copied into a test's project, so tests judge the code, not a used tree.
 WORKING_STATE = ("mlruns", ".mlops", "build", ".venv", ".git", "__pycache__",
                  ".pytest_cache", "*.egg-info")
+# The [data] section of every test's project copy: the bundled sample.
+SAMPLE_DATA_SECTION = (f'[data]\nsource = "{SAMPLE}"\ntarget = "{SAMPLE_TARGET}"\n'
+                       f'features = {json.dumps(list(SAMPLE_FEATURES))}\n\n')
 
 
 def copy_project(destination, database, image_build="context-only"):
     """Copy this project's files into `destination` as a fresh checkout would have them:
     without working state, with an empty MLflow store (`database` copied) and with no
     model version in any environment's desired state (a promotion here, e.g. by
-    `make demo`, must not change what tests see).
+    `make demo`, must not change what tests see). The copy trains on the bundled sample
+    and sends its rows (pin_sample_data): the tests pass whatever data the project
+    itself is set to.
 
     `image_build` is written as [image] build: "context-only" by default, so a test
     that is not about the image never starts a docker build, even where an engine runs;
@@ -39,14 +47,12 @@ def copy_project(destination, database, image_build="context-only"):
                           config.read_text())
     assert count == 1, "mlops.toml must set [image] build = \"auto\" (the template's default)"
     config.write_text(text)
+    pin_sample_data(destination)
     (destination / "mlruns").mkdir()
     shutil.copy(database, destination / "mlruns" / "mlflow.db")
     settings = load_settings(destination / "mlops.toml", environ={})
     for target in TARGET_NAMES:
-        image_name = desired_state.read(settings, target).image.rpartition(":")[0]
-        desired_state.write(settings, target, desired_state.DesiredState(
-            model_version=desired_state.UNSET_VERSION, image=f"{image_name}:unset",
-            image_digest=""))
+        desired_state.clear(settings, target)
     # The edge device's desired state is its manifest: none before a deployment.
     desired_state.overlay_file(settings, EDGE_TARGET).unlink(missing_ok=True)
     return destination
@@ -94,6 +100,23 @@ def kept_unchanged(folder):
                      if before.get(path) != after.get(path))
     assert not changed, (f"tests wrote to the shared folder {folder}, so they depend on "
                          f"each other's order: {changed[:10]}")
+
+
+def pin_sample_data(project):
+    """Set the [data] of `project`'s mlops.toml to the bundled sample and its columns, and
+    write scoring/sample-request.json from the sample's first rows (its path is returned):
+    what the tests assert (columns, row counts, predictions) is about that data, not the
+    project's own."""
+    config = project / "mlops.toml"
+    text, count = re.subn(r"(?ms)^\[data\]\n.*?(?=^\[)", lambda _: SAMPLE_DATA_SECTION,
+                          config.read_text())
+    assert count == 1, "mlops.toml must have a [data] section followed by another section"
+    config.write_text(text)
+    request = sample_request_path(project)
+    request.parent.mkdir(exist_ok=True)
+    rows = sample_table()[list(SAMPLE_FEATURES)].head(2).round(6).values.tolist()
+    request.write_text(json.dumps({"data": rows}) + "\n")
+    return request
 
 
 def free_port():

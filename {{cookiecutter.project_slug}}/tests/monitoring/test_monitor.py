@@ -101,14 +101,22 @@ def test_shifted_traffic_is_drift_in_the_shifted_feature_and_exits_3(trained, ca
     assert out.startswith("monitor: drift: yes (features bmi")
     assert "age" not in out.partition(";")[0]
     page = (project / "build" / "reports" / "monitor-staging.html").read_text()
+    # The drifted feature first, coloured; the window and the servers' row cap stated.
+    table = page.split("<table>", 1)[1]
+    assert table.index('<tr class="drift"><td>bmi</td>') < table.index('class="no-drift"')
+    assert ".drift {background:" in page
+    assert "at most 5000 rows and none older than 168 hours" in page
+    assert "at most 100 rows of each" in page
     images = page.count('src="data:image/png;base64,')
     assert images == len(sample.columns)  # every feature and the predictions
     first = page.split('src="data:image/png;base64,', 1)[1].split('"', 1)[0]
     assert base64.b64decode(first).startswith(b"\x89PNG")
     client = MlflowClient(settings.tracking.uri, settings.tracking.uri)
-    [run] = client.search_runs([client.get_experiment_by_name(settings.model.experiment)
-                                .experiment_id], "tags.`mlops.monitor` = 'staging' and "
-                               "metrics.drift = 1")
+    # The newest drift run: another test of this module may have made one before.
+    run = client.search_runs([client.get_experiment_by_name(settings.model.experiment)
+                              .experiment_id], "tags.`mlops.monitor` = 'staging' and "
+                             "metrics.drift = 1", order_by=["attributes.start_time DESC"],
+                             max_results=1)[0]
     assert run.data.metrics["p_value.bmi"] < 1e-6
     assert [a.path for a in client.list_artifacts(run.info.run_id, "monitor")] == [
         "monitor/monitor-staging.html"]

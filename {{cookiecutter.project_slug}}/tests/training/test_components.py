@@ -117,6 +117,8 @@ def test_first_run_registers_a_version_with_the_local_lineage_tags(tmp_path, set
     assert {"git_commit", "pipeline_run_id", "run_id", "data_fingerprint", "gate_reason",
             "rmse", "mae", "r2"} <= set(version.tags)
     assert version.tags["pipeline_run_id"] == "pipeline-job-1"
+    # The version page shows the evaluate step's gate report first.
+    assert version.description == (out["gate"] / "gate_report.md").read_text()
     assert version.tags["data_fingerprint"] == read(out["data"], "data.json")["data_fingerprint"]
     train_run = store.get_run(version.tags["run_id"])
     assert float(version.tags["rmse"]) == pytest.approx(train_run.data.metrics["rmse"])

@@ -12,7 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
-from training import gate, lineage
+from training import evaluation_report, gate, lineage
 from training.components import mlflow_model_dir, read_json, require_tracking, write_json
 
 
@@ -36,7 +36,9 @@ def register(data_dir, model_dir, info_dir, gate_dir, registration_dir, model_na
         data_fingerprint=data["data_fingerprint"], gate_reason=decision["reason"],
         metrics=info["metrics"], data_source=data["data_source"])
     source = Path(mlflow_model_dir(model_dir)).resolve().as_uri()
-    version = lineage.register(source, model_name, tags)
+    report = Path(gate_dir) / evaluation_report.REPORT_FILE
+    version = lineage.register(source, model_name, tags,
+                               description=report.read_text() if report.exists() else None)
     write_json(registration_dir, "registration.json",
                {"model_version": version, "gate": "passed", "reason": decision["reason"]})
     print(f"register: {model_name} version {version} (git {git_commit[:12]})")
