@@ -179,6 +179,8 @@ module aks 'modules/aks.bicep' = if (deployAks) {
     registryName: registry.outputs.name
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
     adminPrincipalId: adminPrincipalId
+    ciIdentityId: identities.outputs.ciIdentityId
+    ciPrincipalId: identities.outputs.ciPrincipalId
     fluxConfigurationName: fluxConfigurationName
     gitRepositoryUrl: gitRepositoryUrl
     gitBranch: gitBranch
@@ -197,15 +199,11 @@ module identities 'modules/identities.bicep' = {
     workspaceName: workspace.outputs.name
     registryName: registry.outputs.name
     logAnalyticsName: monitoring.outputs.logAnalyticsName
-    clusterName: deployAks ? aksName : ''
     githubRepository: githubRepository
     githubEnvironments: githubEnvironments
     githubBranches: githubBranches
     extraFederatedCredentials: extraFederatedCredentials
   }
-  dependsOn: [
-    aks
-  ]
 }
 
 // ---------------------------------------------------------------------------

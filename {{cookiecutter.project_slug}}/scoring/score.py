@@ -20,11 +20,12 @@ MLOPS_PREDICTION_LOG_SAMPLE (0..1, default 1) of the requests is recorded as one
     {"mlops_prediction_log": 1, "time": "...Z", "model_version": "3", "rows": 2,
      "inputs": {"age": [0.038, ...], ...}, "predictions": [151.3, ...]}
 (at most MLOPS_PREDICTION_LOG_MAX_ROWS rows of a request, default 100, drawn uniformly from a
-larger one; "request_rows" says how many it had): appended to the file
-MLOPS_PREDICTION_LOG, rotated at MLOPS_PREDICTION_LOG_MAX_BYTES (default 10 MB) with
-MLOPS_PREDICTION_LOG_BACKUPS old files (default 3), or, when that is unset, printed on stdout,
-where Container Insights (AKS) and ACI's Log Analytics collect it. Neither the key nor any
-header is recorded, and a failure to record never fails the request.
+larger one; "request_rows" says how many it had; a record over 16 KB is split into lines
+of its rows with "request_id", "part" and "parts", as log collectors cut longer lines):
+appended to the file MLOPS_PREDICTION_LOG, rotated at MLOPS_PREDICTION_LOG_MAX_BYTES (default
+10 MB) with MLOPS_PREDICTION_LOG_BACKUPS old files (default 3), or, when that is unset,
+printed on stdout, where Container Insights (AKS) and ACI's Log Analytics collect it. Neither
+the key nor any header is recorded, and a failure to record never fails the request.
 """
 import contextlib
 import datetime
@@ -39,6 +40,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 import warnings
 from pathlib import Path
 
@@ -68,6 +70,9 @@ PREDICTION_LOG_SAMPLE_ENV = "MLOPS_PREDICTION_LOG_SAMPLE"
 PREDICTION_LOG_MAX_BYTES_ENV = "MLOPS_PREDICTION_LOG_MAX_BYTES"
 PREDICTION_LOG_BACKUPS_ENV = "MLOPS_PREDICTION_LOG_BACKUPS"
 PREDICTION_LOG_MAX_ROWS_ENV = "MLOPS_PREDICTION_LOG_MAX_ROWS"
+# Container Insights (AKS) cuts a log line at 16 KB, leaving invalid JSON the monitor
+# drops: a larger record is written in parts (the newline counts).
+PREDICTION_LOG_MAX_LINE_BYTES = 16 * 1024 - 1
 # The key that marks a record among the container's other stdout lines (the monitor's
 # Log Analytics query looks for it).
 PREDICTION_LOG_MARKER = "mlops_prediction_log"
@@ -300,7 +305,7 @@ def _record_prediction(features, predictions):
         count = len(features)
         kept = (list(range(count)) if count <= log["max_rows"]
                 else sorted(random.sample(range(count), log["max_rows"])))
-        line = json.dumps({
+        record = {
             PREDICTION_LOG_MARKER: 1,
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="milliseconds").replace("+00:00", "Z"),
@@ -309,10 +314,34 @@ def _record_prediction(features, predictions):
             "request_rows": count,
             "inputs": dict(zip(_state["columns"], features[kept].T.tolist())),
             "predictions": [predictions[index] for index in kept],
-        }, allow_nan=False)
-        log["handler"].handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
+        }
+        for line in _record_lines(record):
+            log["handler"].handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
     except Exception:  # the answer matters more than its record
         logger.warning("The prediction could not be recorded", exc_info=True)
+
+
+def _record_lines(record, max_bytes=PREDICTION_LOG_MAX_LINE_BYTES):
+    """`record` as JSON lines of at most `max_bytes` each: one line when it fits, else its
+    rows in consecutive parts, each a whole record with the same request_id, its `part`
+    (from 0) and the number of `parts`. A single row longer than `max_bytes` stays whole."""
+    whole = json.dumps(record, allow_nan=False)
+    if len(whole.encode()) <= max_bytes:
+        return [whole]
+    count, request_id = record["rows"], uuid.uuid4().hex
+    parts = -(-len(whole.encode()) // max_bytes)
+    while True:
+        size = -(-count // parts)
+        chunks = [slice(start, start + size) for start in range(0, count, size)]
+        lines = [json.dumps({
+            **record, "request_id": request_id, "part": part, "parts": len(chunks),
+            "rows": len(record["predictions"][chunk]),
+            "inputs": {column: values[chunk] for column, values in record["inputs"].items()},
+            "predictions": record["predictions"][chunk],
+        }, allow_nan=False) for part, chunk in enumerate(chunks)]
+        if size == 1 or max(len(line.encode()) for line in lines) <= max_bytes:
+            return lines
+        parts += 1
 
 
 def _error_response(error):

@@ -42,6 +42,12 @@ param registryName string
 @description('Object id granted AKS RBAC Cluster Admin; empty for none.')
 param adminPrincipalId string
 
+@description('Resource id of the CI identity (names its role assignments).')
+param ciIdentityId string
+
+@description('Object id of the CI identity: AKS roles, and the Flux read Role in deploy/flux/ci-access.')
+param ciPrincipalId string
+
 @description('Name of the Flux configuration.')
 param fluxConfigurationName string
 
@@ -60,6 +66,8 @@ param gitHttpsToken string
 
 var acrPullRoleId = '7f951dda-4ed3-4680-a7ca-43fe172d538d'
 var clusterAdminRoleId = 'b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b' // Azure Kubernetes Service RBAC Cluster Admin
+var clusterUserRoleId = '4abbcc35-e782-43d8-92c5-2d3f1bd2253f' // Azure Kubernetes Service Cluster User Role
+var rbacWriterRoleId = 'a7ffa36f-339b-4b5c-8bdf-e2c188b2c0eb' // Azure Kubernetes Service RBAC Writer
 
 resource registry 'Microsoft.ContainerRegistry/registries@2025-04-01' existing = {
   name: registryName
@@ -207,6 +215,29 @@ resource adminAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (
   }
 }
 
+// CI: the kubeconfig (Cluster User) and the namespaced objects it deploys (RBAC Writer,
+// which covers no Flux resources: the read gitops promotion needs is the Role below).
+// Names as when these lived in identities.bicep, so a redeploy finds the same assignments.
+resource ciClusterUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(cluster.id, ciIdentityId, clusterUserRoleId)
+  scope: cluster
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', clusterUserRoleId)
+    principalId: ciPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource ciClusterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(cluster.id, ciIdentityId, rbacWriterRoleId)
+  scope: cluster
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', rbacWriterRoleId)
+    principalId: ciPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 resource flux 'Microsoft.KubernetesConfiguration/extensions@2024-11-01' = {
   name: 'flux'
   scope: cluster
@@ -255,6 +286,20 @@ resource fluxConfiguration 'Microsoft.KubernetesConfiguration/fluxConfigurations
         syncIntervalInSeconds: 300
         retryIntervalInSeconds: 60
         timeoutInSeconds: 600
+      }
+      // Kubernetes RBAC (evaluated beside Azure RBAC): CI may get the two Flux objects
+      // `promote` checks before committing (targets/aks.py check_ready), nothing more.
+      access: {
+        path: './deploy/flux/ci-access'
+        prune: true
+        syncIntervalInSeconds: 600
+        retryIntervalInSeconds: 60
+        timeoutInSeconds: 120
+        postBuild: {
+          substitute: {
+            CI_PRINCIPAL_ID: ciPrincipalId
+          }
+        }
       }
     }
   }

@@ -7,8 +7,8 @@
 //   build-image (docker push)     AcrPush                                registry
 //   deploy to ACI                 Azure Container Instances Contributor  resource group
 //                                 Managed Identity Operator              ACI pull identity
-//   deploy to AKS                 AKS Cluster User Role (kubeconfig)     cluster
-//                                 AKS RBAC Writer (objects, no RBAC)     cluster
+//   deploy to AKS                 (aks.bicep: the cluster's roles and the Flux read
+//                                 Role need this identity first)
 //
 // Not Contributor on the resource group: that would also let CI change or
 // delete the workspace, the registry and the cluster. The ACI role covers only
@@ -36,8 +36,6 @@ param logAnalyticsName string
 @description('Name of the container registry.')
 param registryName string
 
-@description('Name of the AKS cluster; empty when there is none.')
-param clusterName string
 
 @description('GitHub repository owner/name; empty for none.')
 param githubRepository string
@@ -72,8 +70,6 @@ var roleIds = {
   aciContributor: '5d977122-f97e-4b4d-a52f-6b43003ddb4d' // Azure Container Instances Contributor Role
   identityOperator: 'f1a07417-d97a-45cb-824c-7a7467783830' // Managed Identity Operator
   logAnalyticsContributor: '92aaf0da-9dab-42b6-94a3-d43ce8d16293' // Log Analytics Contributor
-  aksClusterUser: '4abbcc35-e782-43d8-92c5-2d3f1bd2253f' // Azure Kubernetes Service Cluster User Role
-  aksRbacWriter: 'a7ffa36f-339b-4b5c-8bdf-e2c188b2c0eb' // Azure Kubernetes Service RBAC Writer
 }
 
 resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' existing = {
@@ -82,10 +78,6 @@ resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' exi
 
 resource registry 'Microsoft.ContainerRegistry/registries@2025-04-01' existing = {
   name: registryName
-}
-
-resource cluster 'Microsoft.ContainerService/managedClusters@2025-10-01' existing = if (!empty(clusterName)) {
-  name: clusterName
 }
 
 resource ciIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' = {
@@ -164,26 +156,6 @@ resource aciAcrPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-resource ciClusterUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(clusterName)) {
-  name: guid(cluster.id, ciIdentity.id, roleIds.aksClusterUser)
-  scope: cluster
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.aksClusterUser)
-    principalId: ciIdentity.properties.principalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-resource ciClusterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(clusterName)) {
-  name: guid(cluster.id, ciIdentity.id, roleIds.aksRbacWriter)
-  scope: cluster
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.aksRbacWriter)
-    principalId: ciIdentity.properties.principalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
 // `python -m ml_service monitor` reads the scoring servers' records from Log Analytics, and
 // the ACI deployment reads the workspace key its container group sends logs with
 // (sharedKeys/action, which Log Analytics Reader lacks); scoped to this workspace only.
@@ -202,5 +174,6 @@ resource ciLogAnalytics 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 output ciClientId string = ciIdentity.properties.clientId
+output ciIdentityId string = ciIdentity.id
 output ciPrincipalId string = ciIdentity.properties.principalId
 output aciPullIdentityId string = aciPullIdentity.id

@@ -15,6 +15,9 @@ from ml_service.errors import MlopsError
 from ml_service.monitoring.prediction_log import MARKER
 from ml_service.monitoring.records import parse_lines
 
+# ContainerInstanceLog_CL's columns the query reads, as an empty table.
+ACI_EMPTY_TABLE = "datatable(TimeGenerated: datetime, ContainerGroup_s: string, Message: string)[]"
+
 
 def query_text(settings, target, max_records, hours):
     """The KQL query for `target`'s newest records: (table filter per kind) newest first."""
@@ -26,8 +29,11 @@ def query_text(settings, target, max_records, hours):
                   "| extend Line = tostring(LogMessage)")
     elif kind == "aci":
         group = settings.target_settings(target).dns_label  # the container group's name
-        source = (f"ContainerInstanceLog_CL | where ContainerGroup_s == '{group}' "
-                  "| extend Line = Message")
+        # The custom table exists only once the first logs arrived (up to 10 minutes after
+        # the first deploy): a fuzzy union with an empty table of the same columns makes a
+        # missing table "no records yet" instead of a KQL error.
+        source = (f"union isfuzzy=true ({ACI_EMPTY_TABLE}), ContainerInstanceLog_CL "
+                  f"| where ContainerGroup_s == '{group}' | extend Line = Message")
     else:
         raise MlopsError(f"{target} (kind {kind}) does not log to Log Analytics.",
                          "Read its records from .mlops/ instead (records.read_log_files).")

@@ -19,6 +19,7 @@ import json
 import os
 import urllib.error
 import urllib.request
+from urllib.parse import quote
 
 from ml_service import desired_state, git, http_client
 from ml_service.errors import MlopsError
@@ -114,7 +115,7 @@ def open_pull_request(head, base, title, body, environ=None):
             raise MlopsError("GITHUB_TOKEN is not set, so no pull request can be opened.",
                              "Pass the job token to the step as GITHUB_TOKEN (github.token).")
         api = environ.get("GITHUB_API_URL", "https://api.github.com")
-        answer = _request(f"{api}/repos/{environ['GITHUB_REPOSITORY']}/pulls", token,
+        answer = _request(f"{api}/repos/{quote(environ['GITHUB_REPOSITORY'])}/pulls", token,
                           {"title": title, "head": head, "base": base, "body": body})
         return answer.get("html_url", "")
     if environ.get("TF_BUILD") == "True":
@@ -123,16 +124,17 @@ def open_pull_request(head, base, title, body, environ=None):
             raise MlopsError("SYSTEM_ACCESSTOKEN is not set, so no pull request can be "
                              "opened.", "Map it in the step: `env: SYSTEM_ACCESSTOKEN: "
                              "$(System.AccessToken)`.")
-        url = (f"{environ['SYSTEM_COLLECTIONURI'].rstrip('/')}/"
-               f"{environ['SYSTEM_TEAMPROJECT']}/_apis/git/repositories/"
-               f"{environ['BUILD_REPOSITORY_ID']}/pullrequests"
+        # Names go into the URL path quoted: a project or repository name may hold spaces.
+        project = f"{environ['SYSTEM_COLLECTIONURI'].rstrip('/')}/" \
+                  f"{quote(environ['SYSTEM_TEAMPROJECT'], safe='')}"
+        url = (f"{project}/_apis/git/repositories/"
+               f"{quote(environ['BUILD_REPOSITORY_ID'], safe='')}/pullrequests"
                f"?api-version={AZURE_DEVOPS_API_VERSION}")
         answer = _request(url, token, {"sourceRefName": f"refs/heads/{head}",
                                        "targetRefName": f"refs/heads/{base}",
                                        "title": title, "description": body})
-        return (f"{environ['SYSTEM_COLLECTIONURI'].rstrip('/')}/{environ['SYSTEM_TEAMPROJECT']}"
-                f"/_git/{environ.get('BUILD_REPOSITORY_NAME', '')}/pullrequest/"
-                f"{answer.get('pullRequestId', '')}")
+        return (f"{project}/_git/{quote(environ.get('BUILD_REPOSITORY_NAME', ''), safe='')}"
+                f"/pullrequest/{answer.get('pullRequestId', '')}")
     raise MlopsError("promotion = \"pr\" opens the pull request from CI (GitHub Actions or "
                      "Azure Pipelines); this is neither.",
                      f"The branch was pushed: open the pull request yourself, or promote "

@@ -27,6 +27,8 @@ from ml_service.release import Deployment, http_status, key_headers, key_variabl
 from ml_service.targets import edge_manifest
 
 EXTENSION = "azure-iot"
+# IoT Hub hostnames in Azure public cloud (<hub>.azure-devices.net).
+HUB_DOMAIN = "azure-devices.net"
 
 
 def _masked(text, secrets):
@@ -47,8 +49,14 @@ class EdgeTarget:
 
     # -- az -------------------------------------------------------------------------
 
+    def hub_hostname(self):
+        """The hub's hostname: the azure-iot extension resolves a --hub-name containing a dot
+        as the hostname directly; a bare name is looked up through ARM, which IoT Hub Data
+        Contributor (a data-plane role) may not do (azext_iot/common/base_discovery.py)."""
+        return f"{self.options.iot_hub}.{HUB_DOMAIN}"
+
     def set_modules_command(self, content):
-        return ["az", "iot", "edge", "set-modules", "--hub-name", self.options.iot_hub,
+        return ["az", "iot", "edge", "set-modules", "--hub-name", self.hub_hostname(),
                 "--device-id", self.options.device_id, "--content", str(content),
                 "--auth-type", "login", "--output", "none"]
 
@@ -72,9 +80,9 @@ class EdgeTarget:
                 fix = ("Sign in with `az login` (CI: azure/login with OIDC) as an identity "
                        f"with the IoT Hub Data Contributor role on {self.options.iot_hub}.")
             elif "not found" in lowered or "does not exist" in lowered:
-                fix = (f"Check [edge] iot_hub ({self.options.iot_hub}) and device_id "
-                       f"({self.options.device_id}): the device identity must exist and be "
-                       "an IoT Edge device (docs/edge.md).")
+                fix = (f"Check that the hub {self.hub_hostname()} ([edge] iot_hub) exists and "
+                       f"that device {self.options.device_id} ([edge] device_id) is an IoT "
+                       "Edge device in it (`az iot hub device-identity show`, docs/edge.md).")
             else:
                 fix = "Run the command yourself to see its whole output."
             raise MlopsError(f"`{_masked(shown, secrets)}` failed: {output or '(no output)'}",
@@ -143,7 +151,7 @@ class EdgeTarget:
             self._az(self.set_modules_command(content), secrets)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        print(f"deploy: IoT Hub {self.options.iot_hub} accepted the manifest for device "
+        print(f"deploy: IoT Hub {self.hub_hostname()} accepted the manifest for device "
               f"{self.options.device_id}; its edgeAgent pulls "
               f"{edge_manifest.scoring_module(self.settings, manifest)['settings']['image']} "
               f"when the device is online. Check it with `python -m ml_service smoke-test "
@@ -156,7 +164,7 @@ class EdgeTarget:
         print(f"stop: {self.name} (IoT Edge device {self.options.device_id}) is left "
               f"running. To remove the module on purpose, apply a manifest without "
               f"modules.{self.options.module_name} (`az iot edge set-modules --hub-name "
-              f"{self.options.iot_hub} --device-id {self.options.device_id} --content "
+              f"{self.hub_hostname()} --device-id {self.options.device_id} --content "
               "<file>`) and delete deploy/edge/deployment.json in git.")
 
     def plan(self, release):

@@ -382,6 +382,21 @@ def test_flux_follows_the_production_overlay(parsed):
     assert (PROJECT_ROOT / "deploy/overlays/production/kustomization.yaml").is_file()
 
 
+def test_flux_grants_the_ci_identity_its_read_of_flux(parsed):
+    """deploy/flux/ci-access binds ${CI_PRINCIPAL_ID}: the Flux configuration applies it
+    with the CI identity's object id (tests/targets/test_aks.py checks the Role)."""
+    aks_module = parsed[SETUP / "modules/aks.bicep"]
+    (flux,) = [resource for resource in aks_module["resources"].values()
+               if resource["type"] == "Microsoft.KubernetesConfiguration/fluxConfigurations"]
+    access = body(flux)["properties"]["kustomizations"]["access"]
+    assert access["path"] == "./deploy/flux/ci-access"
+    assert access["postBuild"]["substitute"] == {"CI_PRINCIPAL_ID": "ciPrincipalId"}
+    assert "${CI_PRINCIPAL_ID}" in (
+        PROJECT_ROOT / "deploy/flux/ci-access/rolebinding.yaml").read_text()
+    text = (SETUP / "main.bicep").read_text()
+    assert "ciPrincipalId: identities.outputs.ciPrincipalId" in text
+
+
 def test_outputs_the_project_needs(parsed):
     assert {"workspaceName", "computeName", "registryLoginServer", "aksName", "ciClientId",
             "aciPullIdentityId", "tenantId", "subscriptionId"} <= set(parsed[MAIN]["outputs"])

@@ -5,6 +5,7 @@ import base64
 import datetime
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -192,7 +193,7 @@ def fake_az(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("kind, table, where", [
     ("aks", "ContainerLogV2", "-production' | extend Line = tostring(LogMessage)"),
-    ("aci", "ContainerInstanceLog_CL", "-staging' | extend Line = Message"),
+    ("aci", "union isfuzzy=true (datatable(", "-staging' | extend Line = Message"),
 ])
 def test_azure_targets_query_their_table_for_marked_lines(trained, fake_az, kind, table, where):
     project, _, _, _ = trained
@@ -214,6 +215,22 @@ def test_azure_targets_query_their_table_for_marked_lines(trained, fake_az, kind
     kql = query[query.index("--analytics-query") + 1]
     assert kql.startswith(table) and where in kql
     assert "ago(24h)" in kql and "take 500" in kql and f"has '{MARKER}'" in kql
+
+
+def test_aci_table_missing_before_the_first_logs_is_no_records_yet(trained, fake_az):
+    """Log Analytics creates the custom table ContainerInstanceLog_CL with the first logs;
+    a fuzzy union (Kusto union operator docs) skips a missing table, and needs one table
+    that resolves: the empty datatable, with every column the query reads."""
+    project, _, _, _ = trained
+    settings = load_settings(project / "mlops.toml", environ={"MLOPS_STAGING_KIND": "aci"})
+    kql = log_analytics.query_text(settings, "staging", 10, 1.0)
+    fuzzy, rest = kql.split(", ContainerInstanceLog_CL ", 1)
+    declared = re.findall(r"(\w+): \w+", fuzzy)
+    assert fuzzy.startswith("union isfuzzy=true (datatable(") and fuzzy.endswith(")[])")
+    assert set(re.findall(r"\b(TimeGenerated|ContainerGroup_s|Message)\b", rest)) \
+        == set(declared)
+    (fake_az / "rows.json").write_text("[]")  # the answer to a union of nothing
+    assert log_analytics.read_records(settings, "staging", 10, 1.0) == []
 
 
 def test_a_failing_az_is_an_actionable_error(trained, tmp_path, monkeypatch):

@@ -81,6 +81,16 @@ def test_azure_devops_pull_request_uses_the_rest_api(project, settings, checkout
     assert url.endswith("/org/proj/_git/project/pullrequest/7")
 
 
+def test_azure_devops_names_with_spaces_are_quoted_in_the_url(project, settings, checkout, api):
+    environ = {**azure_env(api), "SYSTEM_TEAMPROJECT": "Fabrikam Fiber",
+               "BUILD_REPOSITORY_NAME": "scoring repo"}
+    url, _ = pull_request.propose(settings, release(settings), EVIDENCE, environ)
+    (request,) = api.requests
+    assert request["path"] == ("/org/Fabrikam%20Fiber/_apis/git/repositories/repo-id/"
+                               "pullrequests?api-version=7.1")
+    assert url.endswith("/org/Fabrikam%20Fiber/_git/scoring%20repo/pullrequest/7")
+
+
 def test_a_refused_request_says_which_permission(project, settings, checkout, api):
     api.answer = (403, {"message": "Resource not accessible by integration"})
     with pytest.raises(MlopsError, match="answered 403: .*not accessible") as raised:

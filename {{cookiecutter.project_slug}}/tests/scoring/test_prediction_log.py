@@ -133,6 +133,28 @@ def test_without_a_file_records_go_to_stdout_as_one_marked_line(monkeypatch, mod
     assert records.parse_lines(lines)[0]["model_version"] == "7"
 
 
+def test_stdout_records_of_the_largest_request_stay_under_16_kb_per_line(
+        monkeypatch, model_dir, capsys):
+    """Container Insights cuts a log line at 16 KB, which leaves invalid JSON the monitor
+    drops: the largest request (SCORING_MAX_BATCH_SIZE rows, all recorded, full-precision
+    values) is written in parts of one request id that together hold every row once."""
+    score = started(monkeypatch, model_dir, SCORING_MAX_BATCH_SIZE=1000,
+                    MLOPS_PREDICTION_LOG_MAX_ROWS=1000)
+    rows = [[random.uniform(-1, 1) for _ in COLUMNS] for _ in range(1000)]
+    predictions = score_rows(score, rows)
+    lines = [line for line in capsys.readouterr().out.splitlines() if MARKER in line]
+    assert max(len(line.encode()) + 1 for line in lines) <= 16 * 1024  # with its newline
+    parts = records.parse_lines(lines)
+    assert len(parts) == len(lines) > 1
+    assert {(part["request_id"], part["parts"], part["request_rows"]) for part in parts} == {
+        (parts[0]["request_id"], len(parts), 1000)}
+    assert [part["part"] for part in parts] == list(range(len(parts)))
+    assert sum(part["rows"] for part in parts) == 1000
+    frame = records.to_frame(parts)
+    assert frame["prediction"].tolist() == predictions
+    assert np.allclose(frame[COLUMNS].to_numpy(), rows)
+
+
 @pytest.mark.parametrize("share", [0.0, 0.3])
 def test_sampling_records_about_the_configured_share(monkeypatch, model_dir, tmp_path, share):
     log_file = tmp_path / "predictions.jsonl"

@@ -452,6 +452,42 @@ def test_check_ready_passes_when_flux_follows_this_branch_and_overlay(
                      f"{aks.FLUX_GIT_REPOSITORY}/{settings.model.experiment}"]
 
 
+def flux_reads(cluster):
+    """(namespace, api group, resource, verb) of each Flux object the target asked for."""
+    reads = set()
+    for command in cluster.commands:
+        if "kubectl" not in command[0] or "get" not in command:
+            continue
+        kind = command[command.index("get") + 1].split("/")[0]
+        resource, _, group = kind.partition(".")
+        reads.add((command[command.index("--namespace") + 1], group, resource, "get"))
+    return reads
+
+
+def test_ci_identity_may_read_exactly_what_check_ready_asks_of_flux(
+        project, settings, cluster, repository, kubectl):
+    """The CI identity's AKS role (RBAC Writer) covers no Flux resources: environment_setup's
+    Flux configuration applies deploy/flux/ci-access, substituting its object id."""
+    settings = production(settings, "gitops")
+    flux_follows(cluster, settings, f"file://{repository}")
+    target(settings, cluster).check_ready()
+    rendered = subprocess.run([kubectl, "kustomize", str(settings.project_root / "deploy" /
+                                                         "flux" / "ci-access")],
+                              check=True, capture_output=True, text=True).stdout
+    objects = {document["kind"]: document for document in yaml.safe_load_all(
+        rendered.replace("${CI_PRINCIPAL_ID}", "ci-object-id"))}
+    role, binding = objects["Role"], objects["RoleBinding"]
+    granted = {(role["metadata"]["namespace"], group, resource, verb)
+               for rule in role["rules"] for group in rule["apiGroups"]
+               for resource in rule["resources"] for verb in rule["verbs"]}
+    assert granted == flux_reads(cluster)
+    assert binding["metadata"]["namespace"] == role["metadata"]["namespace"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                                    "name": "ci-object-id"}]
+
+
 def test_check_ready_refuses_a_cluster_without_flux_configuration(
         project, settings, cluster, repository):
     settings = production(settings, "gitops")

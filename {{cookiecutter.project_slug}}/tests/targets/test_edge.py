@@ -24,7 +24,7 @@ from tests.helpers.project import PROJECT_ROOT, git
 # Names come from the baked mlops.toml: the template bakes projects under other names.
 BAKED = load_settings(PROJECT_ROOT / "mlops.toml", environ={})
 IMAGE = f"{BAKED.image.registry}/{BAKED.model.name.lower()}"
-HUB, DEVICE = BAKED.edge.iot_hub, BAKED.edge.device_id
+HUB, DEVICE = f"{BAKED.edge.iot_hub}.azure-devices.net", BAKED.edge.device_id
 DIGEST = "sha256:" + "5" * 64
 SECRETS = {"ACR_USERNAME": "edge-pull-token-name",
            "ACR_PASSWORD": "acr-password-that-must-stay-secret",  # pragma: allowlist secret
@@ -42,6 +42,13 @@ with open(log, "a") as file:
     file.write(json.dumps(record) + "\\n")
 if sys.argv[1:3] == ["extension", "show"] and os.environ.get("FAKE_AZ_NO_EXTENSION"):
     sys.exit("ERROR: The extension azure-iot is not installed.")
+# The azure-iot extension (azext_iot/common/base_discovery.py, get_target) uses a
+# --hub-name containing a dot as the hostname; a bare name is looked up through ARM,
+# which the CI identity's IoT Hub Data Contributor role cannot read: "not found".
+if "--hub-name" in sys.argv and "." not in sys.argv[sys.argv.index("--hub-name") + 1]:
+    sys.exit("ERROR: Target IoT Hub could not be found with the provided name.")
+if os.environ.get("FAKE_AZ_NO_DEVICE") and "set-modules" in sys.argv:
+    sys.exit("ERROR: Device 'x' not found.")
 # What the real command prints: the applied configuration, credentials included.
 if "set-modules" in sys.argv:
     print(open(content).read())
@@ -274,6 +281,13 @@ def test_deploy_refuses_before_az_without_credentials_or_extension(fake_az, depl
         deploy_edge(FAKE_AZ_NO_EXTENSION="1")
     assert "az extension add --name azure-iot" in error.value.fix
     assert [call["argv"][:2] for call in calls()] == [["extension", "show"]]
+
+
+def test_a_missing_hub_or_device_names_the_hostname_in_the_fix(fake_az, deploy_edge):
+    with pytest.raises(MlopsError, match="not found") as error:
+        deploy_edge("1", FAKE_AZ_NO_DEVICE="1")
+    assert f"hub {HUB} ([edge] iot_hub)" in error.value.fix
+    assert f"device {DEVICE} ([edge] device_id)" in error.value.fix
 
 
 class Module(JsonHandler):
