@@ -40,9 +40,20 @@ def reconcile(settings, client, target_name):
     return deployment
 
 
-def deploy(settings, target_name, version=None):
-    """Deploy `version` (or the desired state) to the target; return the Deployment.
-    (--dry-run: ml_service/releasing/dry_run.py.)"""
+def deploy(settings, target_name, version=None, skip_if_unset=False):
+    """Deploy `version` (or the desired state) to the target; return the Deployment, or
+    None when `skip_if_unset` and the desired state names no version: a fresh project's
+    first push to main changes every file, so CI's rollout of the production desired
+    state runs before anything was promoted, and must then do nothing, not fail (a
+    failure would trigger its revert). (--dry-run: ml_service/releasing/dry_run.py.)"""
+    if (skip_if_unset and version is None
+            and not desired_state.read(settings, target_name).is_set):
+        overlay = desired_state.overlay_file(settings, target_name)
+        report.publish("deploy", f"{target_name} rollout skipped: "
+                       f"{overlay.relative_to(settings.project_root).as_posix()} names no "
+                       "model version (nothing was promoted yet, or the desired state was "
+                       "cleared); nothing was deployed", {"skipped": "true"})
+        return None
     client, _ = tracking.connect(settings)
     with environment_lock(settings, target_name, "deploy"):
         if version is not None:
