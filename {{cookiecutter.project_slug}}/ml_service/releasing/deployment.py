@@ -18,12 +18,24 @@ from ml_service.targets import get_target
 
 def commit_desired_state(settings, target_name, release, message):
     """Write `release` as the target's desired state and commit it; return the commit.
-    Refused before anything is written if git would make the commit wrong."""
-    git.check_can_commit(settings.project_root,
-                         desired_state.overlay_file(settings, target_name).parent)
+    Refused before anything is written if git would make the commit wrong; a commit git
+    refuses leaves the file as it was, unstaged."""
+    overlay = desired_state.overlay_file(settings, target_name)
+    git.check_can_commit(settings.project_root, overlay.parent)
+    before = overlay.read_text() if overlay.exists() else None
     path = desired_state.write(settings, target_name,
                                desired_state.DesiredState.of_release(release))
-    return desired_state.commit(settings, path, message)
+    try:
+        return desired_state.commit(settings, path, message)
+    except BaseException:
+        # A refused commit (a failing hook, Ctrl-C) must not leave the new state written
+        # and staged: a later deploy would run a version git does not name.
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(before)
+        git.run(settings.project_root, "reset", "--quiet", "--", str(path))
+        raise
 
 
 def reconcile(settings, client, target_name):
