@@ -1,5 +1,6 @@
 """The production rollout workflow (.github/workflows/production.yml) under GitHub's own
-event rules, played against a bare remote with tests/ci/test_harness.py's runner.
+event rules, played against a bare remote with tests/ci/test_harness.py's runner; and
+CD's refusal of a run dispatched from a branch other than main.
 
 Modelled here, as GitHub documents them:
 - a push that creates a branch (the first push of a new repository) has
@@ -9,13 +10,16 @@ Modelled here, as GitHub documents them:
   (fetch by id, depth 2, detached), while main may have moved on since the push.
 """
 import fnmatch
+import os
 import shutil
+import subprocess
 
 import pytest
 
 from ml_service import desired_state
 from ml_service.config import load_settings
 from tests.ci.test_harness import Harness, load_workflow, what_happened
+from tests.helpers.ci_checkout import actions_checkout_sha
 from tests.helpers.project import PROJECT_ROOT, copy_project, git, push_to_new_remote
 
 WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "production.yml"
@@ -39,19 +43,10 @@ def push_fires_workflow(remote, before, sha, workflow):
                for pattern in trigger.get("paths", ["**"]))
 
 
-def checkout_sha(remote, workspace, sha):
-    """actions/checkout with `ref: <sha>` and fetch-depth 2: fetched by id, detached."""
-    workspace.mkdir(parents=True)
-    git(workspace, "init", "--quiet")
-    git(workspace, "remote", "add", "origin", f"file://{remote}")
-    git(workspace, "fetch", "--quiet", "--no-tags", "--depth=2", "origin", sha)
-    git(workspace, "checkout", "--quiet", "--force", sha)
-
-
 def play_rollout(remote, tmp_path, migrated_database, sha, before):
     """Play the rollout job for a push of `sha` (after `before`) in a fresh runner."""
     checkout, temp = tmp_path / "runner" / "checkout", tmp_path / "runner" / "temp"
-    checkout_sha(remote, checkout, sha)
+    actions_checkout_sha(remote, checkout, sha, depth=2)
     (checkout / "mlruns").mkdir()
     shutil.copy(migrated_database, checkout / "mlruns" / "mlflow.db")
     temp.mkdir()
@@ -124,3 +119,30 @@ def test_a_failed_rollout_reverts_the_triggering_commit_on_main_s_new_tip(
     assert git(remote, "show", "main:README.md") == "A teammate's edit"
     assert git(remote, "show", "main:deploy/overlays/production/kustomization.yaml") == \
         git(remote, "show", f"{root}:deploy/overlays/production/kustomization.yaml")
+
+
+CD_WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "cd.yml"
+
+
+@pytest.mark.parametrize("ref, refused", [("refs/heads/feature", True),
+                                          ("refs/heads/main", False)])
+def test_cd_dispatched_by_hand_runs_from_main_only(tmp_path, ref, refused):
+    """CD commits the desired state to main: dispatched from another branch, it would
+    push that branch's commits to main too. The release step refuses it and says how."""
+    step = next(step for step in load_workflow(CD_WORKFLOW)["jobs"]["release"]["steps"]
+                if step.get("id") == "version")
+    output = tmp_path / "output"
+    output.touch()
+    result = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+        cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        env={"PATH": os.environ["PATH"], "GITHUB_EVENT_NAME": "workflow_dispatch",
+             "GITHUB_REF": ref, "INPUT_VERSION": "4", "GITHUB_OUTPUT": str(output),
+             "GITHUB_STEP_SUMMARY": str(tmp_path / "summary")})
+    if refused:
+        assert result.returncode == 1
+        assert "CD deploys from main only" in result.stdout
+        assert output.read_text() == ""
+    else:
+        assert result.returncode == 0, result.stderr
+        assert output.read_text() == "model_version=4\n"
