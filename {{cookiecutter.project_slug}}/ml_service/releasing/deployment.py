@@ -18,12 +18,24 @@ from ml_service.targets import get_target
 
 def commit_desired_state(settings, target_name, release, message):
     """Write `release` as the target's desired state and commit it; return the commit.
-    Refused before anything is written if git would make the commit wrong."""
-    git.check_can_commit(settings.project_root,
-                         desired_state.overlay_file(settings, target_name).parent)
+    Refused before anything is written if git would make the commit wrong; a commit git
+    refuses leaves the file as it was, unstaged."""
+    overlay = desired_state.overlay_file(settings, target_name)
+    git.check_can_commit(settings.project_root, overlay.parent)
+    before = overlay.read_text() if overlay.exists() else None
     path = desired_state.write(settings, target_name,
                                desired_state.DesiredState.of_release(release))
-    return desired_state.commit(settings, path, message)
+    try:
+        return desired_state.commit(settings, path, message)
+    except BaseException:
+        # A refused commit (a failing hook, Ctrl-C) must not leave the new state written
+        # and staged: a later deploy would run a version git does not name.
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(before)
+        git.run(settings.project_root, "reset", "--quiet", "--", str(path))
+        raise
 
 
 def reconcile(settings, client, target_name):
@@ -40,9 +52,20 @@ def reconcile(settings, client, target_name):
     return deployment
 
 
-def deploy(settings, target_name, version=None):
-    """Deploy `version` (or the desired state) to the target; return the Deployment.
-    (--dry-run: ml_service/releasing/dry_run.py.)"""
+def deploy(settings, target_name, version=None, skip_if_unset=False):
+    """Deploy `version` (or the desired state) to the target; return the Deployment, or
+    None when `skip_if_unset` and the desired state names no version: a fresh project's
+    first push to main changes every file, so CI's rollout of the production desired
+    state runs before anything was promoted, and must then do nothing, not fail (a
+    failure would trigger its revert). (--dry-run: ml_service/releasing/dry_run.py.)"""
+    if (skip_if_unset and version is None
+            and not desired_state.read(settings, target_name).is_set):
+        overlay = desired_state.overlay_file(settings, target_name)
+        report.publish("deploy", f"{target_name} rollout skipped: "
+                       f"{overlay.relative_to(settings.project_root).as_posix()} names no "
+                       "model version (nothing was promoted yet, or the desired state was "
+                       "cleared); nothing was deployed", {"skipped": "true"})
+        return None
     client, _ = tracking.connect(settings)
     with environment_lock(settings, target_name, "deploy"):
         if version is not None:

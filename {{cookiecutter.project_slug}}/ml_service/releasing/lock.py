@@ -1,4 +1,4 @@
-"""One release operation (deploy, promote, rollback) per environment at a time.
+"""One operation that changes an environment (deploy, promote, rollback, stop) at a time.
 
 The lock is .mlops/<environment>.lock, held with flock(2): the kernel releases it when
 its holder ends, even by `kill -9`, so a crashed command never blocks the next one.

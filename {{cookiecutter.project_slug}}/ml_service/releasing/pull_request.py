@@ -15,10 +15,13 @@ call here, with the token CI gives its job:
   service needs Contribute to pull requests), POST {SYSTEM_COLLECTIONURI}
   {SYSTEM_TEAMPROJECT}/_apis/git/repositories/{BUILD_REPOSITORY_ID}/pullrequests.
 """
+import dataclasses
 import json
 import os
+import tempfile
 import urllib.error
 import urllib.request
+from pathlib import Path
 from urllib.parse import quote
 
 from ml_service import desired_state, git, http_client
@@ -59,29 +62,34 @@ def describe(settings, release, evidence):
 
 
 def commit_on_branch(settings, release, branch, title):
-    """Commit `release` as production's desired state on a new `branch` from HEAD, push
-    the branch, and come back to the branch checked out before. Returns the commit."""
+    """Commit `release` as production's desired state on a new `branch` from HEAD and
+    push the branch; return (the commit, the upstream branch the pull request targets).
+
+    The commit is made in a git worktree of its own, a temporary folder: the user's
+    checkout (its branch, index and uncommitted edits, the overlay's included) is never
+    switched or rewritten, whatever fails (a commit hook, a refused push)."""
     root = settings.project_root
-    overlay = desired_state.overlay_file(settings, "production")
-    if git.run(root, "status", "--porcelain", "--", str(overlay)).stdout.strip():
-        raise MlopsError(f"{overlay} has uncommitted changes; a pull request would carry "
-                         "them too.", "Commit or discard them, then promote again.")
     upstream = git.run(root, "rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}")
     if upstream.returncode != 0:
         raise MlopsError("The current branch has no upstream to open the pull request "
                          "against.", "Check out main tracking the remote: `git fetch origin "
                          "main && git checkout -B main --track origin/main`.")
     remote, _, base = upstream.stdout.strip().partition("/")
-    original = git.run(root, "rev-parse", "--abbrev-ref", "HEAD", check=True).stdout.strip()
-    git.run(root, "checkout", "--quiet", "-B", branch, check=True)
-    try:
-        path = desired_state.write(settings, "production",
-                                   desired_state.DesiredState.of_release(release))
-        commit = desired_state.commit(settings, path, title)
-        git.run(root, "push", "--quiet", "--force", remote, f"HEAD:refs/heads/{branch}",
-                check=True)
-    finally:
-        git.run(root, "checkout", "--quiet", "--force", original, check=True)
+    # The project may be a folder of a larger repository: the same folder in the worktree.
+    prefix = git.run(root, "rev-parse", "--show-prefix", check=True).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="mlops-promote-") as scratch:
+        worktree = Path(scratch) / "checkout"
+        git.run(root, "worktree", "add", "--quiet", "--force", "-B", branch, str(worktree),
+                "HEAD", check=True)
+        try:
+            on_branch = dataclasses.replace(settings, project_root=worktree / prefix)
+            path = desired_state.write(on_branch, "production",
+                                       desired_state.DesiredState.of_release(release))
+            commit = desired_state.commit(on_branch, path, title)
+            git.run(worktree, "push", "--quiet", "--force", remote,
+                    f"HEAD:refs/heads/{branch}", check=True)
+        finally:
+            git.run(root, "worktree", "remove", "--force", str(worktree))
     return commit, base
 
 

@@ -33,7 +33,11 @@ def get_target(name, settings):
 
 def stop(settings, target_name="all"):
     """Stop the deployment of one target, or of all staging and production (local: the
-    server processes); an edge device is stopped only when named."""
+    server processes); an edge device is stopped only when named. Each under the
+    target's release lock: a stop during a promote would be undone by its rollback."""
+    from ml_service.releasing.lock import environment_lock
+
     for name in TARGET_NAMES if target_name == "all" else [target_name]:
-        get_target(name, settings).stop()
+        with environment_lock(settings, name, "stop"):
+            get_target(name, settings).stop()
         print(f"stop: {name} stopped")

@@ -13,13 +13,15 @@ import shutil
 
 import pytest
 
+from ml_service import desired_state
 from ml_service.backends.local import LocalBackend
 from ml_service.config import load_settings
 from ml_service.releasing.deployment import deploy
 from ml_service.releasing.image import build_image
 from ml_service.releasing.smoke import smoke_test
 from tests.ci.test_harness import Harness, load_workflow, what_happened
-from tests.helpers.ci_checkout import actions_checkout
+from tests.helpers.ci_checkout import actions_checkout, actions_checkout_sha
+from tests.helpers.ci_expressions import render
 from tests.helpers.project import (PROJECT_ROOT, copy_checkout, copy_project, free_port, git,
                                    kept_unchanged, kill_local_servers, push_to_new_remote)
 
@@ -139,3 +141,68 @@ def test_a_refused_push_rolls_production_back(job, monkeypatch):
     settings = load_settings(checkout / "mlops.toml", environ=environ)
     monkeypatch.setenv("PRODUCTION_SCORING_KEY", PRODUCTION_KEY)
     assert smoke_test(settings, "production").model_version == "1"
+
+
+def play_staging(remote, ci_checkout, runner, environ, version, head_sha):
+    """Play CD's staging job for the CI run of `head_sha` that registered `version`, in a
+    new runner folder: checked out as the job's checkout step says, with the CI run's
+    store and build contexts (the registry and the images)."""
+    workflow = load_workflow(WORKFLOW)
+    job = workflow["jobs"]["staging"]
+    contexts = {"github": {"event_name": "workflow_run", "ref": "refs/heads/main",
+                           "sha": head_sha, "repository": "example/project",
+                           "token": "job-token",
+                           "event": {"workflow_run": {"head_sha": head_sha}}},
+                "vars": {}, "inputs": {}, "env": dict(workflow["env"]), "secrets": {},
+                "needs": {"release": {"result": "success",
+                                      "outputs": {"model_version": version}}},
+                "runner": {"os": "Linux", "temp": str(runner)}}
+    checkout = runner / "checkout"
+    ref = render(job["steps"][0]["with"]["ref"], contexts, {"failed": False})
+    if ref == "main":
+        actions_checkout(remote, checkout)
+    else:
+        actions_checkout_sha(remote, checkout, ref)
+    for kept in ("mlruns", "build"):
+        shutil.copytree(ci_checkout / kept, checkout / kept, symlinks=True)
+    harness = Harness(checkout, runner, environ)
+    harness.needs["staging"] = harness.run_job("staging", job, contexts, harness.base_env())
+    return harness
+
+
+def test_two_cd_runs_after_pushes_both_record_staging_on_main(job, tmp_path):
+    """CI ran for P1 (version 1) and P2 (version 2), P2 pushed before CD1's staging job
+    started: CD1 records staging on top of P2, CD2 (its CI run's head_sha is P2, which
+    lacks CD1's commit) must record version 2 on top of that, not conflict with it."""
+    remote, checkout, temp, environ = job
+    first = git(remote, "rev-parse", "main")
+    pusher = tmp_path / "teammate"
+    git(tmp_path, "clone", "--quiet", str(remote), str(pusher))
+    (pusher / "README.md").write_text("A teammate's edit\n")
+    git(pusher, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "--quiet",
+        "-am", "Teammate's change")
+    git(pusher, "push", "--quiet", "origin", "main")
+    second = git(pusher, "rev-parse", "HEAD")
+    runs = []
+    try:
+        for version, head_sha in (("1", first), ("2", second)):
+            runner = tmp_path / f"cd-{version}"
+            runner.mkdir()
+            runs.append(play_staging(remote, checkout, runner, environ, version, head_sha))
+            kill_local_servers(load_settings(runner / "checkout" / "mlops.toml",
+                                             environ=environ))
+    finally:
+        for version in ("1", "2"):
+            if (tmp_path / f"cd-{version}" / "checkout" / "mlops.toml").is_file():
+                kill_local_servers(load_settings(
+                    tmp_path / f"cd-{version}" / "checkout" / "mlops.toml", environ=environ))
+    for harness in runs:
+        assert harness.needs["staging"]["result"] == "success", what_happened(harness)
+    subjects = git(remote, "log", "--format=%s", "-3", "main").splitlines()
+    assert [subject.split(" version ")[1] for subject in subjects[:2]] == \
+        ["2 to staging", "1 to staging"]
+    assert subjects[2] == "Teammate's change"
+    on_main = tmp_path / "main"
+    git(tmp_path, "clone", "--quiet", str(remote), str(on_main))
+    settings = load_settings(on_main / "mlops.toml", environ=environ)
+    assert desired_state.read(settings, "staging").model_version == "2"

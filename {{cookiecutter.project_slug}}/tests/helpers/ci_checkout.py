@@ -24,3 +24,12 @@ def actions_checkout(remote, workspace):
     git(workspace, "fetch", "--quiet", "--no-tags", "--prune", "--depth=1", "origin",
         "+refs/heads/main*:refs/remotes/origin/main*")
     git(workspace, "checkout", "--quiet", "--force", "-B", "main", "refs/remotes/origin/main")
+
+
+def actions_checkout_sha(remote, workspace, sha, depth=1):
+    """actions/checkout with `ref: <a commit id>`: that commit fetched by id, detached."""
+    workspace.mkdir(parents=True)
+    git(workspace, "init", "--quiet")
+    git(workspace, "remote", "add", "origin", f"file://{remote}")
+    git(workspace, "fetch", "--quiet", "--no-tags", f"--depth={depth}", "origin", sha)
+    git(workspace, "checkout", "--quiet", "--force", sha)

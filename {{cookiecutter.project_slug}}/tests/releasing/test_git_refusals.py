@@ -1,5 +1,6 @@
 """A deployment commit is refused, before anything is written, when git would make it
-wrong: uncommitted overlay edits, a detached HEAD, another git command's index.lock."""
+wrong: uncommitted overlay edits, a detached HEAD, another git command's index.lock;
+and a commit git itself refuses (a failing commit hook) leaves nothing behind."""
 import pytest
 
 from ml_service import desired_state
@@ -52,3 +53,15 @@ def test_clean_checkout_commits(checkout, settings):
     assert commit_production(settings, release(settings), "Promote version 3") == \
         git(checkout, "rev-parse", "HEAD")
     assert desired_state.read(settings, "production").model_version == "3"
+
+
+def test_a_commit_refused_by_a_hook_leaves_the_overlay_as_committed(checkout, settings):
+    """The overlay was rewritten before the commit: it is restored and unstaged, so a
+    later `deploy` runs what git names, not the version whose commit failed."""
+    hook = checkout / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\necho 'lint failed' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    attempt(settings, "lint failed")
+    assert git(checkout, "status", "--porcelain") == ""
+    assert desired_state.read(settings, "production").model_version == \
+        desired_state.UNSET_VERSION

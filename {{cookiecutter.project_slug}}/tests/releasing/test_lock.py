@@ -10,6 +10,7 @@ from ml_service.errors import MlopsError
 from ml_service.releasing.deployment import deploy
 from ml_service.releasing.lock import environment_lock
 from ml_service.releasing.promotion import promote, rollback
+from ml_service.targets import stop
 from tests.conftest import cli_env
 
 HOLD = """
@@ -44,7 +45,9 @@ def holder(project):
     lambda settings: promote(settings, approved=True),
     lambda settings: rollback(settings),
     lambda settings: deploy(settings, "production", "1"),
-], ids=["promote", "rollback", "deploy"])
+    lambda settings: stop(settings, "production"),
+    lambda settings: stop(settings),
+], ids=["promote", "rollback", "deploy", "stop", "stop-all"])
 def test_second_operation_on_an_environment_is_refused(settings, holder, operation):
     process = holder("production")
     with pytest.raises(MlopsError, match=rf"A promote of production is in progress by PID "

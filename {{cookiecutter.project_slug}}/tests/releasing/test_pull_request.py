@@ -116,3 +116,30 @@ def test_no_upstream_is_refused_before_any_commit(project, settings):
         pull_request.propose(settings, release(settings), EVIDENCE, {})
     assert git(project, "rev-parse", "HEAD") == head
     assert git(project, "branch", "--list", "promote/*") == ""
+
+
+@pytest.mark.parametrize("push", ["accepted", "refused"])
+def test_the_user_s_uncommitted_edits_survive_a_promotion(project, settings, checkout, api,
+                                                          push):
+    """The branch is committed in a worktree of its own: edits to tracked files stay as
+    they were, whether the remote takes the branch or refuses it."""
+    if push == "refused":
+        hook = checkout / "hooks" / "pre-receive"
+        hook.write_text("#!/bin/sh\necho 'refused by policy' >&2\nexit 1\n")
+        hook.chmod(0o755)
+    edits = {"README.md": "my notes, not committed\n",
+             "training/model.py": "# a half-written change\n"}
+    for name, text in edits.items():
+        (project / name).write_text(text)
+    status_before = git(project, "status", "--porcelain")
+
+    if push == "refused":
+        with pytest.raises(MlopsError, match="refused by policy"):
+            pull_request.propose(settings, release(settings), EVIDENCE, github_env(api))
+    else:
+        pull_request.propose(settings, release(settings), EVIDENCE, github_env(api))
+
+    assert {name: (project / name).read_text() for name in edits} == edits
+    assert git(project, "status", "--porcelain") == status_before
+    assert git(project, "rev-parse", "--abbrev-ref", "HEAD") == "main"
+    assert git(project, "worktree", "list", "--porcelain").count("worktree ") == 1

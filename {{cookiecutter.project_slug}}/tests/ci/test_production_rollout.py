@@ -1,0 +1,148 @@
+"""The production rollout workflow (.github/workflows/production.yml) under GitHub's own
+event rules, played against a bare remote with tests/ci/test_harness.py's runner; and
+CD's refusal of a run dispatched from a branch other than main.
+
+Modelled here, as GitHub documents them:
+- a push that creates a branch (the first push of a new repository) has
+  `github.event.before` all zeros, and a `paths` filter then counts every file of the
+  pushed commit as changed, so the rollout fires on a project that promoted nothing;
+- the job checks out the triggering commit (`github.sha`) as actions/checkout does
+  (fetch by id, depth 2, detached), while main may have moved on since the push.
+"""
+import fnmatch
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from ml_service import desired_state
+from ml_service.config import load_settings
+from tests.ci.test_harness import Harness, load_workflow, what_happened
+from tests.helpers.ci_checkout import actions_checkout_sha
+from tests.helpers.project import PROJECT_ROOT, copy_project, git, push_to_new_remote
+
+WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "production.yml"
+NEW_BRANCH = "0" * 40
+
+pytestmark = pytest.mark.skipif(not WORKFLOW.is_file(),
+                                reason="no .github/ in this project (ci_platform=azure-devops)")
+
+
+def push_fires_workflow(remote, before, sha, workflow):
+    """Whether a push of `sha` to main fires `workflow`: its branches and paths filters
+    against the files the push changed (all of them when the push creates the branch)."""
+    trigger = workflow["on"]["push"]
+    if "main" not in trigger.get("branches", ["main"]):
+        return False
+    if before == NEW_BRANCH:
+        changed = git(remote, "ls-tree", "-r", "--name-only", sha).splitlines()
+    else:
+        changed = git(remote, "diff", "--name-only", before, sha).splitlines()
+    return any(fnmatch.fnmatch(path, pattern) for path in changed
+               for pattern in trigger.get("paths", ["**"]))
+
+
+def play_rollout(remote, tmp_path, migrated_database, sha, before):
+    """Play the rollout job for a push of `sha` (after `before`) in a fresh runner."""
+    checkout, temp = tmp_path / "runner" / "checkout", tmp_path / "runner" / "temp"
+    actions_checkout_sha(remote, checkout, sha, depth=2)
+    (checkout / "mlruns").mkdir()
+    shutil.copy(migrated_database, checkout / "mlruns" / "mlflow.db")
+    temp.mkdir()
+    workflow = load_workflow(WORKFLOW)
+    harness = Harness(checkout, temp, {"MLOPS_PRODUCTION_KIND": "local"})
+    env = harness.base_env()
+    contexts = {"github": {"event_name": "push", "ref": "refs/heads/main", "sha": sha,
+                           "repository": "example/project", "token": "job-token",
+                           "event": {"before": before, "after": sha}},
+                "vars": {"MLOPS_PRODUCTION_KIND": "local"}, "inputs": {}, "needs": {},
+                "secrets": {"PRODUCTION_SCORING_KEY": "rollout-key"},
+                "runner": {"os": "Linux", "temp": str(temp)}}
+    contexts["env"] = {"MLOPS_PRODUCTION_KIND": "local", "MLOPS_PIPELINE_BACKEND": "local"}
+    harness.needs["rollout"] = harness.run_job("rollout", workflow["jobs"]["rollout"],
+                                               contexts, env)
+    return harness
+
+
+@pytest.fixture
+def repository(tmp_path, migrated_database):
+    """A freshly generated project pushed as the first commit of an empty remote."""
+    source = copy_project(tmp_path / "source", migrated_database)
+    return source, push_to_new_remote(source, tmp_path / "remote.git")
+
+
+def test_the_first_push_rolls_out_nothing_and_reverts_nothing(repository, tmp_path,
+                                                              migrated_database):
+    source, remote = repository
+    root = git(remote, "rev-parse", "main")
+    assert push_fires_workflow(remote, NEW_BRANCH, root, load_workflow(WORKFLOW))
+
+    harness = play_rollout(remote, tmp_path, migrated_database, root, NEW_BRANCH)
+
+    happened = what_happened(harness)
+    assert happened[("rollout", "Roll out the desired state")] == "ran", happened
+    assert happened[("rollout", "Smoke test production")] == "skipped by its if"
+    assert happened[("rollout", "Revert the promotion")] == "skipped by its if"
+    assert harness.needs["rollout"]["result"] == "success"
+    assert git(remote, "rev-parse", "main") == root, "the first push was reverted"
+    assert "production rollout skipped" in "".join(harness.summary)
+
+
+def test_a_failed_rollout_reverts_the_triggering_commit_on_main_s_new_tip(
+        repository, tmp_path, migrated_database):
+    """The merged desired state names a version production cannot run; before the job
+    starts, someone pushes an unrelated commit. The revert undoes the promotion, on top
+    of that commit, which stays."""
+    source, remote = repository
+    root = git(remote, "rev-parse", "main")
+    settings = load_settings(source / "mlops.toml", environ={})
+    path = desired_state.write(settings, "production", desired_state.DesiredState(
+        model_version="7", image="model:7", image_digest=""))
+    promotion = desired_state.commit(settings, path, "Promote version 7 to production")
+    git(source, "push", "--quiet", "origin", "main")
+    assert push_fires_workflow(remote, root, promotion, load_workflow(WORKFLOW))
+    (source / "README.md").write_text("A teammate's edit\n")
+    git(source, "commit", "--quiet", "-am", "Unrelated change")
+    git(source, "push", "--quiet", "origin", "main")
+    unrelated = git(source, "rev-parse", "HEAD")
+
+    harness = play_rollout(remote, tmp_path, migrated_database, promotion, root)
+
+    happened = what_happened(harness)
+    assert happened[("rollout", "Roll out the desired state")].startswith("FAILED")
+    assert happened[("rollout", "Revert the promotion")] == "ran", happened
+    assert harness.needs["rollout"]["result"] == "failure"
+    subject, parent = git(remote, "log", "-1", "--format=%s|%P", "main").split("|")
+    assert subject == 'Revert "Promote version 7 to production"'
+    assert parent == unrelated
+    assert git(remote, "show", "main:README.md") == "A teammate's edit"
+    assert git(remote, "show", "main:deploy/overlays/production/kustomization.yaml") == \
+        git(remote, "show", f"{root}:deploy/overlays/production/kustomization.yaml")
+
+
+CD_WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "cd.yml"
+
+
+@pytest.mark.parametrize("ref, refused", [("refs/heads/feature", True),
+                                          ("refs/heads/main", False)])
+def test_cd_dispatched_by_hand_runs_from_main_only(tmp_path, ref, refused):
+    """CD commits the desired state to main: dispatched from another branch, it would
+    push that branch's commits to main too. The release step refuses it and says how."""
+    step = next(step for step in load_workflow(CD_WORKFLOW)["jobs"]["release"]["steps"]
+                if step.get("id") == "version")
+    output = tmp_path / "output"
+    output.touch()
+    result = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+        cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        env={"PATH": os.environ["PATH"], "GITHUB_EVENT_NAME": "workflow_dispatch",
+             "GITHUB_REF": ref, "INPUT_VERSION": "4", "GITHUB_OUTPUT": str(output),
+             "GITHUB_STEP_SUMMARY": str(tmp_path / "summary")})
+    if refused:
+        assert result.returncode == 1
+        assert "CD deploys from main only" in result.stdout
+        assert output.read_text() == ""
+    else:
+        assert result.returncode == 0, result.stderr
+        assert output.read_text() == "model_version=4\n"
