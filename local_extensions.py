@@ -1,8 +1,11 @@
-"""Jinja filters that write prompt answers into the generated files safely.
+"""Jinja filters that write prompt answers into the generated files safely, and a
+quieter refusal of bad answers.
 
-Cookiecutter loads this module through `_extensions` in cookiecutter.json.
+Cookiecutter loads this module through `_extensions` in cookiecutter.json, in its own
+process, before it generates anything.
 """
 import json
+import logging
 import re
 
 from cookiecutter.utils import simple_filter
@@ -21,3 +24,18 @@ def double_quote_escape(value):
     names stay readable."""
     quoted = json.dumps(str(value), ensure_ascii=False)
     return RAW_IN_JSON_ONLY.sub(lambda match: f"\\u{ord(match.group()):04x}", quoted[1:-1])
+
+
+class _RefusedAnswersWithoutTraceback(logging.Filter):
+    """When the pre-generation hook refuses answers it has already said what was wrong and
+    how to fix it; cookiecutter then logs "Stopping generation because pre_gen_project hook
+    script didn't exit successfully" with a traceback of its own code, which buries that
+    message. Keep cookiecutter's line, drop the traceback (of that one record only)."""
+
+    def filter(self, record):
+        if record.getMessage().startswith("Stopping generation because pre_gen_project"):
+            record.exc_info = record.exc_text = None
+        return True
+
+
+logging.getLogger("cookiecutter.hooks").addFilter(_RefusedAnswersWithoutTraceback())

@@ -70,9 +70,11 @@ def test_cli_leaves_nothing_behind_and_speaks_first(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert result.returncode != 0
     assert list(tmp_path.iterdir()) == []
-    # cookiecutter prints its own traceback after the hook's message; ours must come first.
     assert result.stdout.startswith("ERROR: the project was not generated")
     assert "azure_location='West Europe'" in result.stdout.splitlines()[1]
+    # cookiecutter's own line follows, without a traceback of its code under the message.
+    assert "Stopping generation because pre_gen_project hook" in result.stdout
+    assert "Traceback" not in result.stdout and "hooks.py" not in result.stdout
 
 
 def test_default_answers_bake_the_whole_card(cookies):
