@@ -179,7 +179,7 @@ MODEL_NAME_RULE = (
 )
 
 BACKENDS = ("local", "azureml")
-IMAGE_BUILDS = ("auto", "context-only")
+IMAGE_BUILDS = ("auto", "always", "context-only")
 # The promotion chain: the pipeline deploys staging and promotes it to production.
 TARGET_NAMES = ("staging", "production")
 # An IoT Edge device: deployed explicitly (`deploy --target edge --model-version N`).

@@ -34,7 +34,7 @@ def rewrite(project, old, new):
     ("min_r2 = 0.3\n", "", "[gate] min_r2"),
     ("alpha = 0.1", "alpha = 0.1\nalhpa = 2", "alhpa"),
     ("[gate]", "[gates]", "gates"),
-    ('build = "context-only"', 'build = "always"', "[image] build"),
+    ('build = "context-only"', 'build = "sometimes"', "[image] build"),
     ("alpha = 0.1", "alpha = ", "not valid TOML"),
 ])
 def test_bad_file_values_name_the_key(project, old, new, named):

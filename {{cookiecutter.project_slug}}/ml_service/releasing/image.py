@@ -3,9 +3,10 @@
 The context (score.py, its environment, the Dockerfile and the model files from
 the registry) gets a content digest, so the same model version and code always
 give the same context. Where Docker can build (an engine answers and the base
-image is present or pullable) and [image] build is "auto", the image is built
-(and pushed with --push, recording the registry digest); otherwise the reason and
-the exact build command are printed. The image reference
+image is present or pullable) and [image] build asks for it ("always"; "auto" when
+the image is pushed or a target runs images), the image is built (and pushed with
+--push, recording the registry digest); otherwise the reason and the exact build
+command are printed. The image reference
 and digests are recorded on the model version for deploy, promote and rollback.
 """
 import hashlib
@@ -17,6 +18,7 @@ import mlflow
 import yaml
 
 from ml_service import report, tracking
+from ml_service.config import TARGET_NAMES
 from ml_service.errors import MlopsError
 from ml_service.releasing import registry
 
@@ -78,13 +80,20 @@ def base_image(dockerfile):
     raise MlopsError(f"{dockerfile} has no FROM line.", "Restore it from the template.")
 
 
-def build_blocker(settings, dockerfile):
+def build_blocker(settings, dockerfile, push=False):
     """Why no image is built here (None if one is): the settings may ask for the context
-    only; a Docker client alone is not enough, the engine must answer and the base image
-    must be present or pullable."""
+    only, or ("auto") for an image only when it is pushed or a target runs one (local
+    process targets serve the build context: a 700 MB image nobody runs is minutes of
+    waiting); a Docker client alone is not enough, the engine must answer and the base
+    image must be present or pullable."""
     if settings.image.build == "context-only":
-        return ('[image] build is "context-only" (set it to "auto", or '
-                'MLOPS_IMAGE_BUILD=auto, to build)')
+        return ('[image] build is "context-only" (set it to "auto" or "always", or '
+                'MLOPS_IMAGE_BUILD=always, to build)')
+    if settings.image.build == "auto" and not push and all(
+            settings.target_settings(name).kind == "local" for name in TARGET_NAMES):
+        return ("staging and production run as local processes, which serve the build "
+                'context (to build the image anyway: [image] build = "always" in '
+                "mlops.toml or MLOPS_IMAGE_BUILD=always)")
     if not shutil.which("docker"):
         return "no docker command is installed"
     info = subprocess.run(["docker", "info"], capture_output=True, text=True, check=False)
@@ -149,7 +158,7 @@ def build_image(settings, version, push=False):
     image = f"{settings.image.registry}/{settings.model.name.lower()}:{tag}"
     build_command = f"docker build --tag {image} {folder}"
     image_digest = ""
-    blocker = build_blocker(settings, folder / "Dockerfile")
+    blocker = build_blocker(settings, folder / "Dockerfile", push)
     if blocker is None:
         print(f"build-image: building {image} (a first build downloads the dependencies: "
               "minutes)", flush=True)

@@ -40,7 +40,7 @@ def registered_version(settings):
 
 def test_build_image_prepares_the_context_and_says_why_when_docker_cannot_build(
         project, capsys, docker_that_cannot_pull):
-    settings = load_settings(project / "mlops.toml", environ={"MLOPS_IMAGE_BUILD": "auto"})
+    settings = load_settings(project / "mlops.toml", environ={"MLOPS_IMAGE_BUILD": "always"})
     version = registered_version(settings)
     release = build_image(settings, version)
     out = capsys.readouterr().out
@@ -75,3 +75,21 @@ def test_context_only_never_calls_docker(settings, capsys, docker_that_cannot_pu
     assert (release.context_dir / "Dockerfile").is_file()
     assert release.image_digest == ""
     assert not docker_that_cannot_pull.exists()
+
+
+def test_auto_builds_no_image_for_local_processes_and_says_how_to(
+        project, capsys, docker_that_cannot_pull):
+    # Both targets are local processes by default: they serve the build context.
+    settings = load_settings(project / "mlops.toml", environ={"MLOPS_IMAGE_BUILD": "auto"})
+    release = build_image(settings, registered_version(settings))
+    out = capsys.readouterr().out
+    assert "the image was not built: staging and production run as local processes" in out
+    assert 'MLOPS_IMAGE_BUILD=always' in out
+    assert (release.context_dir / "Dockerfile").is_file()
+    assert not docker_that_cannot_pull.exists()  # docker was never asked
+    # A target that runs images needs one: then auto tries to build it.
+    settings = load_settings(project / "mlops.toml", environ={
+        "MLOPS_IMAGE_BUILD": "auto", "MLOPS_PRODUCTION_KIND": "container"})
+    build_image(settings, release.model_version)
+    assert "cannot be pulled" in capsys.readouterr().out
+    assert docker_that_cannot_pull.exists()
