@@ -5,7 +5,9 @@ each key exists and has the declared type, so a typo or a wrong value fails
 at start-up with the name of the key, never deep inside a stage.
 """
 import dataclasses
+import difflib
 import json
+import math
 import os
 import re
 import tomllib
@@ -15,6 +17,13 @@ from ml_service.errors import ConfigError
 
 CONFIG_ENV = "MLOPS_CONFIG"
 DEFAULT_CONFIG = "mlops.toml"
+# MLOPS_ variables that are not settings: the scoring server's own (scoring/score.py; the
+# targets set them), and a prefix left to the users' code. Any other MLOPS_ variable is a
+# misspelled setting and refused, never silently ignored.
+SERVER_VARIABLES = ("MLOPS_SERVER", "MLOPS_PREDICTION_LOG", "MLOPS_PREDICTION_LOG_SAMPLE",
+                    "MLOPS_PREDICTION_LOG_MAX_ROWS", "MLOPS_PREDICTION_LOG_MAX_BYTES",
+                    "MLOPS_PREDICTION_LOG_BACKUPS")
+USER_PREFIX = "MLOPS_X_"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +210,9 @@ SECTIONS = {
 CONSTRAINTS = {
     ("training", "test_size"): (lambda v: 0 < v < 1, "a fraction between 0 and 1"),
     ("training", "alpha"): (lambda v: v >= 0, "zero or positive"),
+    # numpy's seed range
+    ("training", "random_seed"): (lambda v: 0 <= v < 2 ** 32, "between 0 and 4294967295"),
+    ("gate", "min_r2"): (lambda v: v <= 1, "at most 1 (the R2 of a perfect model)"),
     ("data", "source"): (lambda v: v.strip() != "", "a path or reference, not empty"),
     ("data", "target"): (lambda v: v.strip() != "", "a column name, not empty"),
     ("data", "features"): (lambda v: v and len(set(v)) == len(v) and all(v),
@@ -321,12 +333,32 @@ def _section(name, cls, values, environ):
             raise ConfigError(f"Setting {key} is missing.",
                               f"Add `{field.name} = ...` to the [{name}] section of mlops.toml.")
         value = _coerce(raw, field.type, key, from_environment)
+        if field.type is float and not math.isfinite(value):
+            raise ConfigError(f"Setting {key} is {value!r}, but must be a finite number.",
+                              "Fix the value in mlops.toml or its environment variable.")
         check = CONSTRAINTS.get((name, field.name))
         if check and not check[0](value):
             raise ConfigError(f"Setting {key} is {value!r}, but must be {check[1]}.",
                               "Fix the value in mlops.toml or its environment variable.")
         parsed[field.name] = value
     return cls(**parsed)
+
+
+def check_variables(environ):
+    """Refuse an MLOPS_ variable that is no setting, naming the closest one."""
+    known = {CONFIG_ENV, *SERVER_VARIABLES,
+             *(f"MLOPS_{name}_{field.name}".upper()
+               for name, cls in SECTIONS.items() for field in dataclasses.fields(cls))}
+    for variable in sorted(environ):
+        if variable.startswith("MLOPS_") and not variable.startswith(USER_PREFIX) \
+                and variable not in known:
+            closest = difflib.get_close_matches(variable, known, n=1)
+            raise ConfigError(
+                f"{variable} is not a setting" + (f"; did you mean {closest[0]}?"
+                                                  if closest else "."),
+                "Settings are MLOPS_<SECTION>_<KEY> for the keys of mlops.toml: fix the "
+                f"name. A variable of your own code must start with {USER_PREFIX}, which "
+                "ml_service leaves alone.")
 
 
 def resolve_tracking_uri(uri, root):
@@ -354,6 +386,7 @@ def load_settings(path=None, environ=None):
     if extra:
         raise ConfigError(f"Unknown section(s) in {path.name}: {', '.join(extra)}.",
                           f"Known sections: {', '.join(SECTIONS)}.")
+    check_variables(environ)
     root = path.parent
     sections = {name: _section(name, cls, document.get(name), environ)
                 for name, cls in SECTIONS.items()}

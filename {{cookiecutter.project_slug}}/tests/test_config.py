@@ -61,3 +61,36 @@ def test_bad_environment_value_names_the_variable(project):
 def test_missing_file_says_how_to_point_at_one(tmp_path):
     with pytest.raises(ConfigError, match="MLOPS_CONFIG"):
         load_settings(tmp_path / "nope.toml", environ={})
+
+
+@pytest.mark.parametrize("variable, closest", [
+    ("MLOPS_STAGNG_PORT", "MLOPS_STAGING_PORT"),
+    ("MLOPS_STAGING_PROT", "MLOPS_STAGING_PORT"),
+    ("MLOPS_TRAINING_APLHA", "MLOPS_TRAINING_ALPHA"),
+])
+def test_unknown_mlops_variable_names_the_closest_known_one(project, variable, closest):
+    with pytest.raises(ConfigError, match=rf"{variable} is not a setting.*{closest}") as raised:
+        load_settings(project / "mlops.toml", environ={variable: "5000"})
+    assert "MLOPS_X_" in raised.value.fix
+
+
+def test_variables_of_the_users_own_and_of_the_server_are_accepted(project):
+    load_settings(project / "mlops.toml", environ={
+        "MLOPS_X_FEATURE_FLAG": "on", "MLOPS_PREDICTION_LOG_SAMPLE": "0.5",
+        "MLOPS_CONFIG": str(project / "mlops.toml")})
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("MLOPS_GATE_MIN_R2", "nan"), ("MLOPS_GATE_MIN_R2", "2"),
+    ("MLOPS_TRAINING_ALPHA", "inf"), ("MLOPS_TRAINING_ALPHA", "nan"),
+    ("MLOPS_TRAINING_RANDOM_SEED", "-1"), ("MLOPS_TRAINING_RANDOM_SEED", str(2 ** 32)),
+    ("MLOPS_SERVING_STARTUP_TIMEOUT", "inf"), ("MLOPS_MONITORING_SAMPLE_RATE", "nan"),
+])
+def test_non_finite_and_out_of_range_numbers_are_refused_at_load(project, variable, value):
+    with pytest.raises(ConfigError, match=rf"{variable} \(overrides .*\) is "):
+        load_settings(project / "mlops.toml", environ={variable: value})
+
+
+def test_non_finite_numbers_in_the_file_are_refused(project):
+    with pytest.raises(ConfigError, match=r"\[gate\] min_r2 is nan"):
+        load_settings(rewrite(project, "min_r2 = 0.3", "min_r2 = nan"), environ={})
