@@ -10,6 +10,8 @@ and moves them between targets. Every target takes its scoring key from the depl
 environment the same way (`scoring_key`).
 """
 import dataclasses
+import hashlib
+import json
 import urllib.error
 from pathlib import Path
 from typing import Protocol
@@ -44,6 +46,59 @@ class Deployment:
     healthy: bool
     detail: str = ""
     image_digest: str = ""   # the digest a container target runs ("" for other kinds)
+    context_digest: str = ""  # the build context a local process target started from
+
+
+def context_files(folder):
+    """{relative path: sha256 hex} of every file in a build context."""
+    return {path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(p for p in Path(folder).rglob("*") if p.is_file())}
+
+
+def context_digest(folder, files=None):
+    """sha256 over every file's relative path and content, in a fixed order (paths
+    compared part by part, as digests recorded by earlier versions were)."""
+    digest = hashlib.sha256()
+    for name, content in sorted((files or context_files(folder)).items(),
+                                key=lambda item: item[0].split("/")):
+        digest.update(name.encode() + b"\0")
+        digest.update(bytes.fromhex(content))
+    return "sha256:" + digest.hexdigest()
+
+
+def manifest_path(folder):
+    """Where build-image lists the context's files beside it (outside, so the list is not
+    part of the digest): what names the changed files when the digest no longer matches."""
+    folder = Path(folder)
+    return folder.with_name(folder.name + ".files.json")
+
+
+def verify_context(release):
+    """Refuse to serve a build context that is not the one build-image recorded (and
+    staging smoke-tested): a file changed, added or removed since."""
+    folder = release.context_dir
+    files = context_files(folder)
+    actual = context_digest(folder, files)
+    if not release.context_digest or actual == release.context_digest:
+        return
+    try:
+        recorded = json.loads(manifest_path(folder).read_text())
+    except (OSError, ValueError):
+        recorded = None
+    if isinstance(recorded, dict):
+        changed = sorted(name for name in files.keys() | recorded.keys()
+                         if files.get(name) != recorded.get(name))
+        what = "changed since build-image: " + ", ".join(changed[:10]) + (
+            f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+    else:
+        what = f"its digest is {actual}"
+    raise MlopsError(
+        f"The build context of {release.model_name} version {release.model_version} "
+        f"({folder}) is not the one build-image recorded ({release.context_digest}): "
+        f"{what}. Nothing was started.",
+        f"Rebuild it from the registry and scoring/: `python -m ml_service build-image "
+        f"--model-version {release.model_version}`, then deploy and smoke-test it on "
+        "staging again before promoting.")
 
 
 class Target(Protocol):

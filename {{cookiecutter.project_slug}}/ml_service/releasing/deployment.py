@@ -11,6 +11,7 @@ from ml_service import desired_state, git, report, tracking
 from ml_service.client import ScoringClient, ScoringError
 from ml_service.config import TARGET_NAMES
 from ml_service.errors import MlopsError
+from ml_service.release import verify_context
 from ml_service.releasing import registry, smoke
 from ml_service.releasing.lock import environment_lock
 from ml_service.targets import get_target
@@ -36,6 +37,14 @@ def commit_desired_state(settings, target_name, release, message):
             path.write_text(before)
         git.run(settings.project_root, "reset", "--quiet", "--", str(path))
         raise
+
+
+def check_servable(settings, target_name, release):
+    """Refuse, before git names it, a release the target would refuse to start: a local
+    process target serves the build context, which must be the one build-image
+    recorded (targets/local.py checks it again before every start)."""
+    if settings.target_settings(target_name).kind == "local":
+        verify_context(release)
 
 
 def reconcile(settings, client, target_name):
@@ -70,6 +79,7 @@ def deploy(settings, target_name, version=None, skip_if_unset=False):
     with environment_lock(settings, target_name, "deploy"):
         if version is not None:
             release = registry.release_for(client, settings, version)
+            check_servable(settings, target_name, release)
             commit_desired_state(settings, target_name, release,
                                  f"Deploy {settings.model.name} version "
                                  f"{release.model_version} to {target_name}")

@@ -9,7 +9,6 @@ the image is pushed or a target runs images), the image is built (and pushed wit
 command are printed. The image reference
 and digests are recorded on the model version for deploy, promote and rollback.
 """
-import hashlib
 import json
 import shutil
 import subprocess
@@ -20,18 +19,10 @@ import yaml
 from ml_service import report, tracking
 from ml_service.config import TARGET_NAMES
 from ml_service.errors import MlopsError
+from ml_service.release import context_digest, context_files, manifest_path
 from ml_service.releasing import registry
 
 SCORING_FILES = ("score.py", "gunicorn.conf.py", "requirements.txt", "conda.yml", "Dockerfile")
-
-
-def context_digest(folder):
-    """sha256 over every file's relative path and content, in a fixed order."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return "sha256:" + digest.hexdigest()
 
 
 def model_problem(model_dir):
@@ -151,7 +142,9 @@ def build_image(settings, version, push=False):
                          f"incomplete ({problem}); {folder} was left as it was.",
                          "Check the version's artifacts in the registry (`make ui`); register "
                          "the model again if they are damaged, then run build-image again.")
-    digest = context_digest(assembly)
+    files = context_files(assembly)
+    digest = context_digest(assembly, files)
+    manifest_path(folder).write_text(json.dumps(files, indent=1) + "\n")
     _swap_in(assembly, folder)
     commit = mv.tags.get("git_commit", "unknown")
     tag = f"{version}-{commit[:7] if commit != 'unknown' else 'local'}"

@@ -19,7 +19,7 @@ reconciles production. No registry alias is read anywhere (see registry.py).
 from ml_service import desired_state, report, tracking
 from ml_service.errors import MlopsError
 from ml_service.releasing import registry
-from ml_service.releasing.deployment import commit_desired_state, reconcile
+from ml_service.releasing.deployment import check_servable, commit_desired_state, reconcile
 from ml_service.releasing.lock import locked
 from ml_service.releasing.smoke import smoke_test
 from ml_service.targets import get_target
@@ -90,10 +90,17 @@ def already_in_production(settings, client, version):
 
 
 def staged_digest_matches(settings, release):
-    """Refuse a release whose recorded image is not the one staging runs (its image was
-    rebuilt after the smoke test). Only a target that runs images by digest reports one
-    (kind = "container")."""
+    """Refuse a release whose recorded image or build context is not the one staging runs
+    (rebuilt after the smoke test). A target that runs images by digest reports the image
+    (kind = "container"); a local process target the context it started from."""
     staged = get_target("staging", settings).status()
+    if staged is not None and staged.context_digest not in ("", release.context_digest):
+        raise MlopsError(
+            f"Staging runs the build context {staged.context_digest}, but version "
+            f"{release.model_version} now records {release.context_digest} (build-image ran "
+            "again after the smoke test); production was not changed.",
+            "Deploy and smoke-test it on staging first: `python -m ml_service deploy --target "
+            f"staging --model-version {release.model_version}`.")
     if staged is not None and staged.image_digest not in ("", release.image_digest):
         raise MlopsError(
             f"Staging runs the image {staged.image_digest}, but version "
@@ -115,6 +122,7 @@ def promote(settings, approved, model_version=None):
         return already_in_production(settings, client, version)
     release = registry.release_for(client, settings, version)
     staged_digest_matches(settings, release)
+    check_servable(settings, "production", release)
     if settings.production.promotion == "pr":
         return propose_by_pull_request(settings, client, release, previous)
     commit = commit_production(settings, release,

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ml_service.errors import MlopsError
 from ml_service.monitoring.prediction_log import LOG_NAME, server_environment
-from ml_service.release import SERVER_KEY_VARIABLES, Deployment, http_status
+from ml_service.release import SERVER_KEY_VARIABLES, Deployment, http_status, verify_context
 from ml_service.targets.loopback import LoopbackTarget
 
 PROC = Path("/proc")
@@ -134,6 +134,7 @@ class Server:
     model_version: str
     check_port: int
     context_dir: Path
+    context_digest: str  # of the build context, verified when the server was started
 
     @classmethod
     def of_process(cls, pid, command):
@@ -144,7 +145,7 @@ class Server:
         binds = [value for flag, value in zip(command, command[1:]) if flag == "--bind"]
         return cls(pid, tuple(command), _start_ticks(pid), environment.get("MODEL_VERSION", ""),
                    int(binds[-1].rpartition(":")[2]),
-                   Path(options["--config"]).parent)
+                   Path(options["--config"]).parent, environment.get("CONTEXT_DIGEST", ""))
 
     def is_running(self):
         """Whether `pid` is still this server (not a later process that reuses the PID)."""
@@ -223,7 +224,8 @@ class LocalTarget(LoopbackTarget):
                               f"port {self.port} is also served by process(es) "
                               f"{', '.join(map(str, sorted(foreign)))}, which this project "
                               "did not start")
-        return Deployment(self.name, current.model_version, self.scoring_uri, True)
+        return Deployment(self.name, current.model_version, self.scoring_uri, True,
+                          context_digest=current.context_digest)
 
     def _server(self, release, check_port):
         """(command, environment variables) of the server for `release`: on the target's
@@ -232,8 +234,12 @@ class LocalTarget(LoopbackTarget):
                                            self.port, self.serving.workers)
         key = self.scoring_key
         return ([*command, "--bind", f"127.0.0.1:{check_port}", "--reuse-port",
-                 "--env", f"MODEL_VERSION={release.model_version}", "--env", self.mark],
-                {**settings, "SCORING_MAX_BATCH_SIZE": str(self.serving.max_batch_size),
+                 "--env", f"MODEL_VERSION={release.model_version}",
+                 "--env", f"CONTEXT_DIGEST={release.context_digest}", "--env", self.mark],
+                # No __pycache__ written into the build context: its files are verified
+                # against the digest build-image recorded before every start.
+                {**settings, "PYTHONDONTWRITEBYTECODE": "1",
+                 "SCORING_MAX_BATCH_SIZE": str(self.serving.max_batch_size),
                  **server_environment(self.monitoring, self.prediction_log_dir / LOG_NAME),
                  **({"SCORING_KEY": key} if key else {})})
 
@@ -289,11 +295,16 @@ class LocalTarget(LoopbackTarget):
                 + (f" (process {', '.join(map(str, sorted(foreign)))})." if foreign else "."),
                 f"Stop that program or choose another port: [{self.name}] port in mlops.toml "
                 f"or MLOPS_{self.name.upper()}_PORT.")
+        # What runs is what was built and smoke-tested: the files as build-image recorded
+        # them, checked before a server starts from them or one of them is kept.
+        verify_context(release)
         # A server of this very release that answers is kept (e.g. one a crashed deploy
         # started): deploying converges instead of restarting.
         keep = next((server for server in reversed(running)
                      if server.model_version == release.model_version
-                     and server.context_dir == release.context_dir and server.healthy()), None)
+                     and server.context_dir == release.context_dir
+                     and server.context_digest == release.context_digest
+                     and server.healthy()), None)
         if keep is None:
             keep = self._start(release)
         if keep is None:

@@ -26,6 +26,7 @@ from ml_service.releasing.deployment import deploy
 from ml_service.releasing.dry_run import promote_plan, rollback_plan
 from ml_service.releasing.image import build_image
 from ml_service.releasing.promotion import promote, rollback
+from ml_service.releasing.registry import context_dir
 from ml_service.releasing.smoke import smoke_test
 from ml_service.targets import get_target
 from tests.conftest import cli_env
@@ -322,3 +323,43 @@ def test_smoke_test_checks_the_known_answers_of_the_version(release_project):
     client.set_model_version_tag(settings.model.name, "2", SAMPLE_PREDICTIONS_TAG, known)
     with pytest.raises(MlopsError, match="differ from the version's known answers"):
         smoke_test(settings, "staging")
+
+
+def test_a_build_context_changed_after_staging_passed_is_never_served(release_project):
+    root, _ = release_project
+    settings = settings_for(release_project)
+    deploy(settings, "staging", "1")
+    smoke_test(settings, "staging")
+    staging = get_target("staging", settings).status()
+    score = context_dir(settings, "1") / "score.py"
+    original = score.read_text()
+    score.write_text(original + "\n# an auth bypass added after the smoke test\n")
+    head = git(root, "rev-parse", "HEAD")
+    with pytest.raises(MlopsError, match=r"not the one build-image recorded .*changed since "
+                                         r"build-image: score.py\. Nothing was started") as refused:
+        promote(settings, approved=True)
+    assert "build-image --model-version 1" in refused.value.fix
+    assert get_target("production", settings).status() is None
+    assert not desired_state.read(settings, "production").is_set
+    assert git(root, "rev-parse", "HEAD") == head
+    # Nor does a deploy keep the running server of that version as if nothing changed.
+    with pytest.raises(MlopsError, match="changed since build-image: score.py"):
+        deploy(settings, "staging", "1")
+    assert get_target("staging", settings).status() == staging
+    # With the recorded files back, the release deploys and promotes as before.
+    score.write_text(original)
+    promote(settings, approved=True)
+    assert get_target("production", settings).status().model_version == "1"
+
+
+def test_a_context_rebuilt_after_the_staging_smoke_test_is_not_promoted(release_project):
+    settings = settings_for(release_project)
+    deploy(settings, "staging", "1")
+    smoke_test(settings, "staging")
+    # build-image again with other serving code: a new context digest is recorded.
+    scoring = settings.project_root / "scoring" / "score.py"
+    scoring.write_text(scoring.read_text() + "\n# changed serving code\n")
+    build_image(settings, "1")
+    with pytest.raises(MlopsError, match="build-image ran again after the smoke test"):
+        promote(settings, approved=True)
+    assert get_target("production", settings).status() is None
