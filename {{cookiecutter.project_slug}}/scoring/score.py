@@ -25,7 +25,9 @@ of its rows with "request_id", "part" and "parts", as log collectors cut longer 
 appended to the file MLOPS_PREDICTION_LOG, rotated at MLOPS_PREDICTION_LOG_MAX_BYTES (default
 10 MB) with MLOPS_PREDICTION_LOG_BACKUPS old files (default 3), or, when that is unset,
 printed on stdout, where Container Insights (AKS) and ACI's Log Analytics collect it. Neither
-the key nor any header is recorded, and a failure to record never fails the request.
+the key nor any header is recorded, and a failure to record never fails the request:
+recording resumes by itself after a failed write (a full disk, a deleted folder), and the
+failures meanwhile are counted in MLOPS_PREDICTION_LOG + ".failed", which `monitor` reports.
 """
 import contextlib
 import datetime
@@ -242,30 +244,93 @@ def run(request):
 
 
 class _SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """RotatingFileHandler for one file that several processes (gunicorn workers) append to.
+    """RotatingFileHandler for one file that several processes (gunicorn workers) append to,
+    which heals itself.
 
     Each record is written under an exclusive lock on `<file>.lock`, so one worker's
     rotation never races another's write, and a worker whose open file was rotated away by
     another reopens the current one first. One shared file (not one per worker PID) keeps
     the total size bounded by (backups + 1) x max bytes however often workers restart.
+    A failed write (a full disk, a deleted folder) drops the stream, so the next record
+    reopens the file (recreating the folder) and recording resumes on its own once the
+    cause is gone; until then the failures are counted in `<file>.failed` (JSON: since,
+    records, error; `monitor` reports it, best effort as the disk may be full) and in a
+    warning at most once a minute, and the first record written again removes the file.
     """
 
+    WARN_EVERY_S = 60
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.failed_path = self.baseFilename + ".failed"
+        self.failure = None  # {"since", "records", "error"} while writes fail
+        self._warned_at = 0.0
+
     def emit(self, record):
-        with open(self.baseFilename + ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                if self.stream is not None and not self._is_current_file():
-                    self.stream.close()
-                    self.stream = None  # reopened by emit()
-                super().emit(record)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        try:
+            Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+            with open(self.baseFilename + ".lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    if self.stream is not None and not self._is_current_file():
+                        self._drop_stream()
+                    if self.stream is None:
+                        self.stream = self._open()
+                        # A failed write can leave a partial line: start on a new one.
+                        if self.failure is not None and not self._ends_with_newline():
+                            self.stream.write(self.terminator)
+                    if self.shouldRollover(record):
+                        self.doRollover()  # closes the stream (delay=True: not reopened)
+                        self.stream = self._open()
+                    self.stream.write(self.format(record) + self.terminator)
+                    self.stream.flush()
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+        except (OSError, ValueError) as error:  # ValueError: a stream closed under us
+            self._drop_stream()
+            self._count_failure(error)
+            return
+        if self.failure is not None:
+            logger.warning("Prediction log %s: recording resumed (%d record(s) were lost "
+                           "since %s)", self.baseFilename, self.failure["records"],
+                           self.failure["since"])
+            self.failure = None
+            with contextlib.suppress(OSError):
+                os.unlink(self.failed_path)
 
     def _is_current_file(self):
         try:
-            return os.path.samestat(os.fstat(self.stream.fileno()), os.stat(self.baseFilename))
-        except OSError:
+            return (not self.stream.closed and os.path.samestat(
+                os.fstat(self.stream.fileno()), os.stat(self.baseFilename)))
+        except (OSError, ValueError):
             return False
+
+    def _ends_with_newline(self):
+        with open(self.baseFilename, "rb") as written:
+            if written.seek(0, os.SEEK_END) == 0:
+                return True
+            written.seek(-1, os.SEEK_END)
+            return written.read(1) == b"\n"
+
+    def _drop_stream(self):
+        """Close the stream even if its buffered bytes cannot be written (they are lost)."""
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()
+
+    def _count_failure(self, error):
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds").replace("+00:00", "Z")
+        self.failure = self.failure or {"since": now, "records": 0}
+        self.failure.update(records=self.failure["records"] + 1, error=str(error))
+        with contextlib.suppress(OSError):
+            Path(self.failed_path).write_text(json.dumps(self.failure))
+        if time.monotonic() - self._warned_at >= self.WARN_EVERY_S:
+            self._warned_at = time.monotonic()
+            logger.warning("Prediction log %s: recording failed since %s (%d record(s) lost; "
+                           "retried with every request): %s", self.baseFilename,
+                           self.failure["since"], self.failure["records"], error)
 
 
 def _prediction_log():

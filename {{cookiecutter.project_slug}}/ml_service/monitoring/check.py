@@ -2,7 +2,8 @@
 sample, write the HTML report, log it to MLflow and give one verdict.
 
 Exit codes (documented in README.md): 0 no drift, or not enough traffic for a verdict;
-DRIFT_EXIT_CODE (3) drift; 1 and 2 errors, as every verb.
+DRIFT_EXIT_CODE (3) drift; 1 and 2 errors, as every verb (1 also when the server could not
+record its traffic: `<log>.failed`, written by scoring/score.py).
 """
 import logging
 import shlex
@@ -89,8 +90,24 @@ def monitor(settings, target, dry_run=False):
                        "desired state and no running deployment; no drift verdict",
                        {"drift": "unknown", "recent_rows": 0})
         return 0
-    frame = records.window(records.to_frame(recent_records(settings, target)), version,
-                           monitoring.window_rows, monitoring.window_hours)
+    recorded = records.to_frame(recent_records(settings, target))
+    skipped = recorded.attrs["skipped"]
+    if skipped:
+        print(f"monitor: skipped {skipped} malformed prediction record(s) of {target} (not "
+              "written by score.py: a time without its zone, or an input or prediction "
+              "that is not a finite number)")
+    frame = records.window(recorded, version, monitoring.window_rows, monitoring.window_hours)
+    failure = (None if settings.target_settings(target).kind in LOG_ANALYTICS_KINDS
+               else records.recording_failure(log_folder(settings, target)))
+    if failure:
+        report.publish("monitor", f"recording failed since {failure['since']} on {target}: "
+                       f"{failure.get('records', '?')} request(s) not recorded "
+                       f"({failure.get('error', 'no reason given')}); no drift verdict. "
+                       f"Free the disk or restore {log_folder(settings, target)}: recording "
+                       "resumes by itself with the next request",
+                       {"drift": "unknown", "recent_rows": len(frame),
+                        "recording_failed_since": failure["since"]})
+        return 1
     if len(frame) < monitoring.min_rows:
         report.publish("monitor", f"not enough traffic: {len(frame)} recent rows of version "
                        f"{version} on {target} (at least {monitoring.min_rows} needed, "

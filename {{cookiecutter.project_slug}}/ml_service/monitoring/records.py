@@ -3,6 +3,7 @@ the feature columns, `prediction`, `model_version` and `time`."""
 import datetime
 import json
 import logging
+import math
 
 import pandas as pd
 
@@ -33,22 +34,43 @@ def parse_lines(lines):
     return records
 
 
+def _well_formed(record):
+    """Whether a record can be compared: a time with its zone, and as many finite numbers
+    per input column as there are predictions (score.py never writes anything else; a
+    hand-edited or foreign record must not stop the check)."""
+    def numbers(values):
+        return isinstance(values, list) and all(
+            isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) for value in values)
+    predictions = record["predictions"]
+    try:
+        aware = pd.Timestamp(record["time"]).tzinfo is not None
+    except (ValueError, TypeError, KeyError):
+        return False
+    return (aware and numbers(predictions) and bool(record["inputs"])
+            and all(numbers(values) and len(values) == len(predictions)
+                    for values in record["inputs"].values()))
+
+
 def to_frame(records):
-    """One row per recorded input row, oldest first."""
-    frames = []
+    """One row per recorded input row, oldest first; `frame.attrs["skipped"]` counts the
+    records that were not well formed (skipped)."""
+    frames, skipped = [], 0
     for record in records:
-        try:
-            frame = pd.DataFrame(record["inputs"]).assign(**{
-                PREDICTION_COLUMN: record["predictions"],
-                "model_version": str(record.get("model_version")),
-                "time": pd.Timestamp(record["time"])})
-        except (ValueError, KeyError, TypeError):  # a truncated or hand-edited record
+        if not _well_formed(record):
+            skipped += 1
             continue
-        frames.append(frame)
+        frames.append(pd.DataFrame(record["inputs"]).assign(**{
+            PREDICTION_COLUMN: record["predictions"],
+            "model_version": str(record.get("model_version")),
+            "time": pd.Timestamp(record["time"])}))
     if not frames:
-        return pd.DataFrame(columns=[PREDICTION_COLUMN, "model_version", "time"])
-    return pd.concat(frames, ignore_index=True).sort_values("time", kind="stable",
-                                                            ignore_index=True)
+        frame = pd.DataFrame(columns=[PREDICTION_COLUMN, "model_version", "time"])
+    else:
+        frame = pd.concat(frames, ignore_index=True).sort_values("time", kind="stable",
+                                                                 ignore_index=True)
+    frame.attrs["skipped"] = skipped
+    return frame
 
 
 def window(frame, model_version, max_rows, hours, now=None):
@@ -64,8 +86,18 @@ def read_log_files(folder):
     lines = []
     # Oldest file first (the highest backup number); the order is fixed by sorting on time.
     for path in sorted(folder.glob(f"{LOG_NAME}*"), reverse=True):
-        if path.suffix == ".lock":
+        if path.suffix in (".lock", ".failed"):
             continue
         with open(path, encoding="utf-8", errors="replace") as handle:
             lines.extend(handle)
     return parse_lines(lines)
+
+
+def recording_failure(folder):
+    """What the scoring server wrote to `<log>.failed` while it could not record
+    (scoring/score.py): {"since", "records", "error"}, or None."""
+    try:
+        failure = json.loads((folder / f"{LOG_NAME}.failed").read_text())
+    except (OSError, ValueError):
+        return None
+    return failure if isinstance(failure, dict) and "since" in failure else None

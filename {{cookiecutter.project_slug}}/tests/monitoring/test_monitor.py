@@ -142,6 +142,36 @@ def test_little_traffic_is_no_verdict_and_no_alarm(trained, capsys):
     assert "not enough traffic: 40 recent rows" in capsys.readouterr().out
 
 
+def test_malformed_records_are_skipped_and_counted_not_fatal(trained, capsys):
+    _, settings, version, sample = trained
+    write_traffic(settings, version, like_training(sample, 400, seed=6))
+    good = json.loads((log_folder(settings, TARGET) / LOG_NAME).read_text().splitlines()[0])
+    bad = [{**good, "time": good["time"].rstrip("Z")},  # a naive timestamp
+           {**good, "inputs": {**good["inputs"], "bmi": [None] * good["rows"]}},
+           {**good, "inputs": {**good["inputs"], "bmi": ["high"] * good["rows"]}},
+           {**good, "predictions": good["predictions"][:-1]}]
+    with open(log_folder(settings, TARGET) / LOG_NAME, "a") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in bad)
+        handle.write('{"mlops_prediction_log": 1, "time": "2026-')  # a partial last line
+    assert check.monitor(settings, TARGET) == 0
+    out = capsys.readouterr().out
+    assert "skipped 4 malformed prediction record(s) of staging" in out
+    assert "drift: no (" in out
+
+
+def test_a_server_that_cannot_record_is_reported_not_taken_for_quiet(trained, capsys):
+    _, settings, version, sample = trained
+    write_traffic(settings, version, like_training(sample, 40, seed=7))
+    (log_folder(settings, TARGET) / f"{LOG_NAME}.failed").write_text(json.dumps({
+        "since": "2026-12-05T06:00:00Z", "records": 12,
+        "error": "[Errno 28] No space left on device"}))
+    assert check.monitor(settings, TARGET) == 1
+    out = capsys.readouterr().out
+    assert "recording failed since 2026-12-05T06:00:00Z on staging: 12 request(s) not " \
+           "recorded ([Errno 28] No space left on device)" in out
+    assert "not enough traffic" not in out
+
+
 def test_records_outside_the_window_or_of_another_version_do_not_count(trained, capsys):
     _, settings, version, sample = trained
     write_traffic(settings, version, like_training(sample, 400, seed=5),

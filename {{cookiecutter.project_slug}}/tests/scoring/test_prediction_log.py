@@ -3,13 +3,16 @@ once), on stdout otherwise, sampled, and never at the cost of an answer."""
 import json
 import multiprocessing
 import random
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from ml_service.monitoring import records
 from ml_service.monitoring.prediction_log import MARKER
-from tests.helpers.project import kept_unchanged
+from tests.helpers.project import PROJECT_ROOT, kept_unchanged
 from tests.helpers.scoring import COLUMNS, body, load_score_module, save_model
 from tests.scoring.test_score import post
 
@@ -170,12 +173,15 @@ def test_sampling_records_about_the_configured_share(monkeypatch, model_dir, tmp
         assert 40 <= recorded <= 80  # 60 expected
 
 
-def test_a_failing_log_never_fails_the_request(monkeypatch, model_dir, tmp_path, capsys):
+def test_a_failing_log_never_fails_the_request(monkeypatch, model_dir, tmp_path, caplog):
     log_file = tmp_path / "predictions.jsonl"
     score = started(monkeypatch, model_dir, MLOPS_PREDICTION_LOG=log_file)
     log_file.mkdir()  # the log cannot be opened any more (even by root)
-    assert len(score_rows(score, [[0.01] * len(COLUMNS)])) == 1
-    assert "IsADirectoryError" in capsys.readouterr().err
+    for _ in range(3):
+        assert len(score_rows(score, [[0.01] * len(COLUMNS)])) == 1
+    warnings = [r.getMessage() for r in caplog.records if "recording failed" in r.getMessage()]
+    assert len(warnings) == 1 and "Is a directory" in warnings[0]  # at most once a minute
+    assert json.loads((tmp_path / "predictions.jsonl.failed").read_text())["records"] == 3
 
 
 @pytest.mark.parametrize("share", ["1.5", "nan", "half"])
@@ -183,3 +189,56 @@ def test_a_sample_share_outside_0_to_1_stops_the_start_with_the_variable_named(
         monkeypatch, model_dir, share):
     with pytest.raises(ValueError, match=f"MLOPS_PREDICTION_LOG_SAMPLE='{share}'.*from 0 to 1"):
         started(monkeypatch, model_dir, MLOPS_PREDICTION_LOG_SAMPLE=share)
+
+
+def test_recording_resumes_when_its_folder_was_deleted(monkeypatch, model_dir, tmp_path):
+    folder = tmp_path / ".mlops" / "staging"
+    score = started(monkeypatch, model_dir, MLOPS_PREDICTION_LOG=folder / "predictions.jsonl")
+    rows = [[0.01] * len(COLUMNS)]
+    score_rows(score, rows)
+    shutil.rmtree(folder)
+    score_rows(score, rows)
+    score_rows(score, rows)
+    assert len(log_lines(folder)) == 2
+    assert not (folder / "predictions.jsonl.failed").exists()
+
+
+# A real write failure (EFBIG: the file size limit, as a full disk gives ENOSPC) in a
+# process of its own, then the limit lifted: recording must resume by itself.
+FULL_DISK = """
+import json, resource, signal, sys
+import numpy as np
+from tests.helpers.scoring import COLUMNS, load_score_module
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+score = load_score_module()
+score.init()
+rows = np.full((1, len(COLUMNS)), 0.01)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (2000, hard))
+for _ in range(20):
+    score._record_prediction(rows, [1.5])
+failed = open(sys.argv[1] + ".failed").read()
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+score._record_prediction(rows, [2.5])
+print(json.dumps({"failed": json.loads(failed)}))
+"""
+
+
+def test_recording_resumes_after_a_write_failure_which_is_counted(model_dir, tmp_path):
+    log_file = tmp_path / "predictions.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(log_file)], cwd=PROJECT_ROOT,
+        capture_output=True, text=True, timeout=120,
+        env={"AZUREML_MODEL_DIR": str(model_dir), "MODEL_VERSION": "7", "PATH": "/usr/bin:/bin",
+             "MLOPS_PREDICTION_LOG": str(log_file), "PYTHONPATH": str(PROJECT_ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    failed = json.loads(result.stdout.splitlines()[-1])["failed"]
+    assert failed["records"] > 0 and "File too large" in failed["error"]
+    assert failed["since"].endswith("Z")
+    assert "recording failed since" in result.stderr  # the rate-limited warning
+    assert "recording resumed" in result.stderr
+    lines = log_lines(tmp_path)
+    # The write the limit cut off left a partial line; the next record starts a new one.
+    assert json.loads(lines[-1])["predictions"] == [2.5]
+    assert [record["predictions"] for record in records.read_log_files(tmp_path)][-1] == [2.5]
+    assert not (tmp_path / "predictions.jsonl.failed").exists()
