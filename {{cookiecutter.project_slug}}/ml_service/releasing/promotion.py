@@ -170,6 +170,9 @@ def propose_by_pull_request(settings, client, release, previous):
     report.publish("promote", f"pull request to promote {settings.model.name} version "
                    f"{release.model_version}: {url}; merging it is the approval",
                    {"model_version": release.model_version, "pull_request": url,
+                    # CD starts CI on it: a pull request opened by CI starts none on GitHub.
+                    "pull_request_branch": pull_request.branch_name(
+                        settings, release.model_version),
                     "gitops_commit": commit})
     return None
 

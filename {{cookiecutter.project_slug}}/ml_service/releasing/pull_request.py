@@ -127,6 +127,13 @@ def open_pull_request(head, base, title, body, environ=None):
                           {"title": title, "head": head, "base": base, "body": body})
         return answer.get("html_url", "")
     if environ.get("TF_BUILD") == "True":
+        # The job's token opens pull requests in Azure Repos only (provider TfsGit).
+        provider = environ.get("BUILD_REPOSITORY_PROVIDER", "TfsGit")
+        if provider != "TfsGit":
+            raise MlopsError(f"This Azure Pipelines build is of a {provider} repository; "
+                             "its job token opens pull requests in Azure Repos only.",
+                             f"The branch was pushed: open the pull request {head} -> {base} "
+                             f"on {provider} yourself (merging it is the approval).")
         token = environ.get("SYSTEM_ACCESSTOKEN")
         if not token:
             raise MlopsError("SYSTEM_ACCESSTOKEN is not set, so no pull request can be "

@@ -18,10 +18,14 @@ from ml_service.backends.local import LocalBackend
 from ml_service.config import load_settings
 from ml_service.releasing.deployment import deploy
 from ml_service.releasing.image import build_image
+from ml_service.releasing.pull_request import branch_name
 from ml_service.releasing.smoke import smoke_test
 from tests.ci.test_harness import Harness, load_workflow, what_happened
 from tests.helpers.ci_checkout import actions_checkout, actions_checkout_sha
-from tests.helpers.ci_expressions import render
+from tests.helpers.ci_expressions import condition_holds, render
+from tests.helpers.hosting_api import github_env, recording_api
+from tests.helpers.platform_rules import (WORKFLOW_TOKEN, event_starts_runs, protect_main,
+                                          push_fires)
 from tests.helpers.project import (PROJECT_ROOT, copy_checkout, copy_project, free_port, git,
                                    kept_unchanged, kill_local_servers, push_to_new_remote)
 
@@ -143,19 +147,18 @@ def test_a_refused_push_rolls_production_back(job, monkeypatch):
     assert smoke_test(settings, "production").model_version == "1"
 
 
-def play_staging(remote, ci_checkout, runner, environ, version, head_sha):
-    """Play CD's staging job for the CI run of `head_sha` that registered `version`, in a
-    new runner folder: checked out as the job's checkout step says, with the CI run's
-    store and build contexts (the registry and the images)."""
+def play_cd_job(remote, store, runner, environ, job_id, needs, head_sha):
+    """Play CD's job `job_id` for the CI run of `head_sha`, in a new runner folder: checked
+    out as the job's checkout step says, with the model store and build contexts (the
+    registry and the images) of the checkout `store`."""
     workflow = load_workflow(WORKFLOW)
-    job = workflow["jobs"]["staging"]
+    job = workflow["jobs"][job_id]
     contexts = {"github": {"event_name": "workflow_run", "ref": "refs/heads/main",
                            "sha": head_sha, "repository": "example/project",
                            "token": "job-token",
                            "event": {"workflow_run": {"head_sha": head_sha}}},
-                "vars": {}, "inputs": {}, "env": dict(workflow["env"]), "secrets": {},
-                "needs": {"release": {"result": "success",
-                                      "outputs": {"model_version": version}}},
+                "vars": {}, "inputs": {}, "env": dict(workflow["env"]),
+                "secrets": {"PRODUCTION_SCORING_KEY": PRODUCTION_KEY}, "needs": needs,
                 "runner": {"os": "Linux", "temp": str(runner)}}
     checkout = runner / "checkout"
     ref = render(job["steps"][0]["with"]["ref"], contexts, {"failed": False})
@@ -164,10 +167,16 @@ def play_staging(remote, ci_checkout, runner, environ, version, head_sha):
     else:
         actions_checkout_sha(remote, checkout, ref)
     for kept in ("mlruns", "build"):
-        shutil.copytree(ci_checkout / kept, checkout / kept, symlinks=True)
+        shutil.copytree(store / kept, checkout / kept, symlinks=True)
     harness = Harness(checkout, runner, environ)
-    harness.needs["staging"] = harness.run_job("staging", job, contexts, harness.base_env())
+    harness.needs[job_id] = harness.run_job(job_id, job, contexts, harness.base_env())
     return harness
+
+
+def play_staging(remote, ci_checkout, runner, environ, version, head_sha):
+    """Play CD's staging job for the CI run of `head_sha` that registered `version`."""
+    needs = {"release": {"result": "success", "outputs": {"model_version": version}}}
+    return play_cd_job(remote, ci_checkout, runner, environ, "staging", needs, head_sha)
 
 
 def test_two_cd_runs_after_pushes_both_record_staging_on_main(job, tmp_path):
@@ -206,3 +215,78 @@ def test_two_cd_runs_after_pushes_both_record_staging_on_main(job, tmp_path):
     git(tmp_path, "clone", "--quiet", str(remote), str(on_main))
     settings = load_settings(on_main / "mlops.toml", environ=environ)
     assert desired_state.read(settings, "staging").model_version == "2"
+
+
+def test_pr_mode_with_a_protected_main(job, tmp_path):
+    """promotion = "pr" and main protected (pull requests only: the workflow identity's
+    pushes are refused). Staging's record goes to the branch desired-state/staging; the
+    production job opens the promotion pull request, which carries staging's and
+    production's desired state, and starts CI on its branch (the workflow token's pull
+    request starts no run). A person's merge then starts the production rollout, not CI."""
+    remote, checkout, temp, environ = job
+    protect_main(remote)
+    environ = {**environ, "MLOPS_PRODUCTION_PROMOTION": "pr"}
+    before = git(remote, "rev-parse", "main")
+    runners = tmp_path / "staging", tmp_path / "production"
+    for runner in runners:
+        runner.mkdir()
+    try:
+        staging = play_staging(remote, checkout, runners[0], environ, "1", before)
+        assert staging.needs["staging"] == {
+            "result": "success", "outputs": {"record_branch": "desired-state/staging"}}, \
+            what_happened(staging)
+        assert git(remote, "rev-parse", "main") == before
+        assert git(remote, "log", "-1", "--format=%s|%P", "desired-state/staging") \
+            .endswith(f" version 1 to staging|{before}")
+        with recording_api() as api:
+            needs = {"release": {"result": "success", "outputs": {"model_version": "1"}},
+                     **staging.needs}
+            production = play_cd_job(
+                remote, runners[0] / "checkout", runners[1],
+                {**environ, **github_env(api), "GITHUB_REPOSITORY": "example/project"},
+                "production", needs, before)
+    finally:
+        kill_local_servers(load_settings(runners[0] / "checkout" / "mlops.toml",
+                                         environ=environ))
+    assert production.needs["production"]["result"] == "success", what_happened(production)
+    assert ran(production) == [
+        "Commit as github-actions",
+        "Take staging's desired state from its branch (promotion = \"pr\")",
+        "Promote the staging release (approved)", "Run CI on the promotion pull request",
+        "Summary"]
+    assert git(remote, "rev-parse", "main") == before
+    branch = branch_name(load_settings(checkout / "mlops.toml", environ={}), "1")
+    log = git(remote, "log", "--format=%s", f"{before}..{branch}").splitlines()
+    assert [subject.rsplit(" version ", 1)[1] for subject in log] == \
+        ["1 to production", "1 to staging"]
+    assert [(request["path"], request["body"].get("head") or request["body"]["ref"])
+            for request in api.requests] == [
+        ("/repos/example/project/pulls", branch),
+        ("/repos/example/project/actions/workflows/ci.yml/dispatches", branch)]
+
+    # The pull request, opened with the workflow token, starts no run; the dispatch
+    # starts CI on the branch, whose required check runs there (not the model job).
+    assert not event_starts_runs("pull_request", WORKFLOW_TOKEN)
+    assert event_starts_runs("workflow_dispatch", WORKFLOW_TOKEN)
+    ci = load_workflow(PROJECT_ROOT / ".github" / "workflows" / "ci.yml")
+    assert "workflow_dispatch" in ci["on"]
+    dispatched = {"github": {"event_name": "workflow_dispatch", "ref": f"refs/heads/{branch}"}}
+    assert [job_id for job_id, ci_job in ci["jobs"].items()
+            if "needs" not in ci_job and condition_holds(ci_job.get("if"), dispatched,
+                                                         {"failed": False})] == \
+        ["lint-and-test"]
+    assert not condition_holds(ci["jobs"]["model"]["if"], dispatched, {"failed": False})
+
+    # A reviewer merges it (a person: the protection lets the merge through).
+    merger = tmp_path / "merger"
+    git(tmp_path, "clone", "--quiet", str(remote), str(merger))
+    git(merger, "-c", "user.name=r", "-c", "user.email=r@example.com", "merge", "--quiet",
+        "--no-ff", "-m", "Merge the promotion", f"origin/{branch}")
+    git(merger, "push", "--quiet", "origin", "main")
+    merge = git(merger, "rev-parse", "HEAD")
+    assert push_fires(load_workflow(PROJECT_ROOT / ".github" / "workflows" / "production.yml"),
+                      remote, before, merge)
+    assert not push_fires(ci, remote, before, merge)
+    settings = load_settings(merger / "mlops.toml", environ={})
+    assert [desired_state.read(settings, name).model_version
+            for name in ("staging", "production")] == ["1", "1"]

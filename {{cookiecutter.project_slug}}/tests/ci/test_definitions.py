@@ -304,6 +304,15 @@ def test_github_signs_in_to_azure_with_oidc_only():
     assert logins > 0
 
 
+def script_text(script, seen=()):
+    """A step's script with the text of the project's scripts it runs (`bash <file>`),
+    theirs included: what the step may do."""
+    texts = [script]
+    for path in set(re.findall(r"\bbash\s+([\w./-]+\.sh)\b", script)) - set(seen):
+        texts.append(script_text((PROJECT_ROOT / path).read_text(), (*seen, path)))
+    return "\n".join(texts)
+
+
 @needs_github
 def test_github_permissions_are_least_privilege():
     for path in workflow_files():
@@ -317,22 +326,27 @@ def test_github_permissions_are_least_privilege():
             assert isinstance(granted, dict), f"{where}: declare the job's own `permissions:`"
             steps = job.get("steps", [])
             logs_in = any(uses(step, "azure/login") for step in steps)
-            pushes = any(re.search(r"\bgit push\b", step.get("run", "")) for step in steps)
+            scripts = [script_text(step.get("run", "")) for step in steps]
+            pushes = any(re.search(r"\bgit push\b", script) for script in scripts)
             assert (granted.get("id-token") == "write") == logs_in, (
                 f"{where}: id-token: write exactly when the job signs in to Azure")
             assert (granted.get("contents") == "write") == pushes, (
                 f"{where}: contents: write exactly when the job pushes a commit")
-            promotes = any(re.search(r"\bml_service promote\b", step.get("run", ""))
-                           for step in steps)
-            assert (granted.get("pull-requests") == "write") == promotes, (
-                f"{where}: pull-requests: write exactly when the job may open the "
-                "promotion pull request")
-            opens_issues = any(re.search(r"\bgh issue create\b", step.get("run", ""))
-                               for step in steps)
+            opens_pull_requests = any(re.search(
+                r"\bml_service promote\b|tools/open_pull_request\.py", script)
+                for script in scripts)
+            assert (granted.get("pull-requests") == "write") == opens_pull_requests, (
+                f"{where}: pull-requests: write exactly when the job may open a pull "
+                "request (the promotion's, a revert's)")
+            dispatches = any("run-ci-on-branch.sh" in script for script in scripts)
+            assert (granted.get("actions") == "write") == dispatches, (
+                f"{where}: actions: write exactly when the job starts CI on a branch")
+            opens_issues = any(re.search(r"\bgh issue create\b", script)
+                               for script in scripts)
             assert (granted.get("issues") == "write") == opens_issues, (
                 f"{where}: issues: write exactly when the job opens the drift issue")
             writes = {scope for scope, level in granted.items() if level == "write"}
-            assert writes <= {"id-token", "contents", "pull-requests", "issues"}, (
+            assert writes <= {"id-token", "contents", "pull-requests", "issues", "actions"}, (
                 f"{where}: unexpected write {writes}")
 
 
@@ -713,3 +727,20 @@ def test_github_passes_each_scoring_key_to_its_targets_steps_only():
 @needs_azure
 def test_azure_maps_each_scoring_key_to_its_targets_steps_only():
     check_scoring_keys(azure_cli_calls(), r"\$\(%s\)")
+
+
+@needs_azure
+def test_azure_maps_the_job_token_through_env_only():
+    """$(System.AccessToken) expanded into a script's text would be part of the script
+    file the agent writes (and of its error output); mapped through `env:` it is a
+    variable of the step's process only."""
+    mapped = []
+    for path in pipeline_files():
+        for where, step, _ in azure_expanded_steps(path):
+            script = step.get("script") or step.get("bash") or step.get(
+                "inputs", {}).get("inlineScript", "")
+            assert "System.AccessToken" not in script, (
+                f"{where}: map $(System.AccessToken) through the step's env:")
+            mapped += [where for value in step.get("env", {}).values()
+                       if value == "$(System.AccessToken)"]
+    assert any("promote" in where for where in mapped), mapped

@@ -9,7 +9,6 @@ Modelled here, as GitHub documents them:
 - the job checks out the triggering commit (`github.sha`) as actions/checkout does
   (fetch by id, depth 2, detached), while main may have moved on since the push.
 """
-import fnmatch
 import os
 import shutil
 import subprocess
@@ -20,38 +19,27 @@ from ml_service import desired_state
 from ml_service.config import load_settings
 from tests.ci.test_harness import Harness, load_workflow, what_happened
 from tests.helpers.ci_checkout import actions_checkout_sha
+from tests.helpers.hosting_api import github_env, recording_api
+from tests.helpers.platform_rules import (NEW_BRANCH, WORKFLOW_TOKEN, event_starts_runs,
+                                          protect_main, push_fires)
 from tests.helpers.project import PROJECT_ROOT, copy_project, git, push_to_new_remote
 
 WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "production.yml"
-NEW_BRANCH = "0" * 40
 
 pytestmark = pytest.mark.skipif(not WORKFLOW.is_file(),
                                 reason="no .github/ in this project (ci_platform=azure-devops)")
 
 
-def push_fires_workflow(remote, before, sha, workflow):
-    """Whether a push of `sha` to main fires `workflow`: its branches and paths filters
-    against the files the push changed (all of them when the push creates the branch)."""
-    trigger = workflow["on"]["push"]
-    if "main" not in trigger.get("branches", ["main"]):
-        return False
-    if before == NEW_BRANCH:
-        changed = git(remote, "ls-tree", "-r", "--name-only", sha).splitlines()
-    else:
-        changed = git(remote, "diff", "--name-only", before, sha).splitlines()
-    return any(fnmatch.fnmatch(path, pattern) for path in changed
-               for pattern in trigger.get("paths", ["**"]))
-
-
-def play_rollout(remote, tmp_path, migrated_database, sha, before):
-    """Play the rollout job for a push of `sha` (after `before`) in a fresh runner."""
+def play_rollout(remote, tmp_path, migrated_database, sha, before, environ=None):
+    """Play the rollout job for a push of `sha` (after `before`) in a fresh runner, with
+    `environ` added to the runner's environment."""
     checkout, temp = tmp_path / "runner" / "checkout", tmp_path / "runner" / "temp"
     actions_checkout_sha(remote, checkout, sha, depth=2)
     (checkout / "mlruns").mkdir()
     shutil.copy(migrated_database, checkout / "mlruns" / "mlflow.db")
     temp.mkdir()
     workflow = load_workflow(WORKFLOW)
-    harness = Harness(checkout, temp, {"MLOPS_PRODUCTION_KIND": "local"})
+    harness = Harness(checkout, temp, {"MLOPS_PRODUCTION_KIND": "local", **(environ or {})})
     env = harness.base_env()
     contexts = {"github": {"event_name": "push", "ref": "refs/heads/main", "sha": sha,
                            "repository": "example/project", "token": "job-token",
@@ -76,7 +64,7 @@ def test_the_first_push_rolls_out_nothing_and_reverts_nothing(repository, tmp_pa
                                                               migrated_database):
     source, remote = repository
     root = git(remote, "rev-parse", "main")
-    assert push_fires_workflow(remote, NEW_BRANCH, root, load_workflow(WORKFLOW))
+    assert push_fires(load_workflow(WORKFLOW), remote, NEW_BRANCH, root)
 
     harness = play_rollout(remote, tmp_path, migrated_database, root, NEW_BRANCH)
 
@@ -101,7 +89,7 @@ def test_a_failed_rollout_reverts_the_triggering_commit_on_main_s_new_tip(
         model_version="7", image="model:7", image_digest=""))
     promotion = desired_state.commit(settings, path, "Promote version 7 to production")
     git(source, "push", "--quiet", "origin", "main")
-    assert push_fires_workflow(remote, root, promotion, load_workflow(WORKFLOW))
+    assert push_fires(load_workflow(WORKFLOW), remote, root, promotion)
     (source / "README.md").write_text("A teammate's edit\n")
     git(source, "commit", "--quiet", "-am", "Unrelated change")
     git(source, "push", "--quiet", "origin", "main")
@@ -119,6 +107,64 @@ def test_a_failed_rollout_reverts_the_triggering_commit_on_main_s_new_tip(
     assert git(remote, "show", "main:README.md") == "A teammate's edit"
     assert git(remote, "show", "main:deploy/overlays/production/kustomization.yaml") == \
         git(remote, "show", f"{root}:deploy/overlays/production/kustomization.yaml")
+
+
+def promote_and_merge(source, version, branch):
+    """A promotion pull request of `version`, merged by a person (--no-ff, as GitHub's
+    merge button does) and pushed; return the merge commit."""
+    settings = load_settings(source / "mlops.toml", environ={})
+    git(source, "checkout", "--quiet", "-b", branch)
+    path = desired_state.write(settings, "production", desired_state.DesiredState(
+        model_version=version, image=f"model:{version}", image_digest=""))
+    desired_state.commit(settings, path, f"Promote version {version} to production")
+    git(source, "checkout", "--quiet", "main")
+    git(source, "merge", "--quiet", "--no-ff", "-m", f"Merge pull request #7 from {branch}",
+        branch)
+    git(source, "push", "--quiet", "origin", "main")
+    return git(source, "rev-parse", "HEAD")
+
+
+@pytest.mark.slow
+def test_with_a_protected_main_a_failed_rollout_proposes_the_revert_of_the_merge(
+        repository, tmp_path, migrated_database):
+    """promotion = "pr", main takes pull requests only: the merged promotion fails to
+    roll out, main moved meanwhile. The revert of exactly the merge, on main's new tip,
+    is pushed as a branch and proposed as a pull request, with CI started on it (the
+    workflow token's pull request would start none); main itself is not pushed to."""
+    source, remote = repository
+    root = git(remote, "rev-parse", "main")
+    merge = promote_and_merge(source, "7", "promote/model-7")
+    protect_main(remote)
+    (source / "README.md").write_text("A teammate's edit\n")
+    git(source, "commit", "--quiet", "-am", "Unrelated change")
+    git(source, "push", "--quiet", "origin", "main")
+    unrelated = git(source, "rev-parse", "HEAD")
+
+    with recording_api() as api:
+        harness = play_rollout(remote, tmp_path, migrated_database, merge, root, {
+            "MLOPS_PRODUCTION_PROMOTION": "pr", **github_env(api),
+            "GITHUB_REPOSITORY": "example/project"})
+
+    happened = what_happened(harness)
+    assert happened[("rollout", "Roll out the desired state")].startswith("FAILED")
+    revert = happened[("rollout", "Revert the promotion")]
+    assert "merge https://github.com/o/r/pull/7 to roll it back" in revert, happened
+    assert git(remote, "rev-parse", "main") == unrelated, "main was pushed to"
+    branch = f"revert/{merge[:12]}"
+    subject, parent = git(remote, "log", "-1", "--format=%s|%P", branch).split("|")
+    assert subject == 'Revert "Merge pull request #7 from promote/model-7"'
+    assert parent == unrelated
+    assert git(remote, "show", f"{branch}:deploy/overlays/production/kustomization.yaml") == \
+        git(remote, "show", f"{root}:deploy/overlays/production/kustomization.yaml")
+    assert [(request["path"], request["body"].get("head") or request["body"].get("ref"))
+            for request in api.requests] == [
+        ("/repos/example/project/pulls", branch),
+        ("/repos/example/project/actions/workflows/ci.yml/dispatches", branch)]
+    assert api.requests[0]["body"]["base"] == "main"
+    assert event_starts_runs("pull_request", WORKFLOW_TOKEN) is False
+    assert event_starts_runs("workflow_dispatch", WORKFLOW_TOKEN) is True
+    assert "workflow_dispatch" in load_workflow(PROJECT_ROOT / ".github" / "workflows"
+                                                / "ci.yml")["on"]
 
 
 CD_WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "cd.yml"

@@ -63,8 +63,10 @@ def production_steps_github():
 
 
 def git_scripts(steps, key):
-    """The production job's scripts that only run git (checkout, identity)."""
-    scripts = [step[key] for step in steps if key in step and all(
+    """The production job's unconditional scripts that only run git (checkout,
+    identity)."""
+    scripts = [step[key] for step in steps if key in step and not (
+        "if" in step or "condition" in step) and all(
         line.split()[0] in ("git", "set") for line in step[key].splitlines() if line.strip())]
     assert scripts, "the production job has no git-only step"
     return scripts

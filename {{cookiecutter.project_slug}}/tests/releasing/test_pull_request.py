@@ -91,6 +91,19 @@ def test_azure_devops_names_with_spaces_are_quoted_in_the_url(project, settings,
     assert url.endswith("/org/Fabrikam%20Fiber/_git/scoring%20repo/pullrequest/7")
 
 
+def test_azure_pipelines_building_a_github_repository_does_not_call_azure_repos(
+        project, settings, checkout, api):
+    """BUILD_REPOSITORY_PROVIDER=GitHub: the Azure Repos API has no such repository (the
+    call failed after the push); the branch is pushed and the user told what to do."""
+    environ = {**azure_env(api), "BUILD_REPOSITORY_PROVIDER": "GitHub"}
+    with pytest.raises(MlopsError, match="of a GitHub repository") as raised:
+        pull_request.propose(settings, release(settings), EVIDENCE, environ)
+    assert api.requests == []
+    assert "promote/" in raised.value.fix and "on GitHub yourself" in raised.value.fix
+    branch = pull_request.branch_name(settings, "7")
+    assert git(checkout, "rev-parse", "--verify", f"refs/heads/{branch}")
+
+
 def test_a_refused_request_says_which_permission(project, settings, checkout, api):
     api.answer = (403, {"message": "Resource not accessible by integration"})
     with pytest.raises(MlopsError, match="answered 403: .*not accessible") as raised:
