@@ -3,6 +3,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import sys
 import warnings
 
@@ -82,9 +83,16 @@ def configure_logging(debug):
         warnings.filterwarnings("ignore")
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     configure_logging(args.debug)
+    # SIGTERM (CI cancelling a job, `kill`) unwinds like Ctrl-C, so the release steps'
+    # undo runs for both (ml_service/releasing/interrupts.py).
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         settings = load_settings(args.config)
         if args.backend:
@@ -95,6 +103,10 @@ def main(argv=None):
             raise
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
+    except KeyboardInterrupt:
+        print(f"{args.stage}: interrupted; what it had started was undone (see above)",
+              file=sys.stderr)
+        return 130
     except Exception as error:  # an MLflow or driver failure we did not anticipate
         if args.debug:
             raise

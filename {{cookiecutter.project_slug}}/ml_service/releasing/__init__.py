@@ -7,6 +7,7 @@
     smoke.py        the smoke test of a deployed target
     promotion.py    promote staging to production, roll production back
     prediction.py   predict: score the rows of a file on a target (ml_service/client.py)
+    interrupts.py   Ctrl-C and SIGTERM: held while a step finishes or undoes itself
 
 The stages (ml_service/stages/) call these; these call the targets and never a stage.
 """

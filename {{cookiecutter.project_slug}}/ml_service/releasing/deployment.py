@@ -6,6 +6,7 @@ reads staging's from it); without one, the target is reconciled to the desired s
 already in deploy/overlays/<target>/ (as promote and rollback leave it). `reconcile`
 and `commit_desired_state` are the steps promote and rollback share.
 """
+import sys
 
 from ml_service import desired_state, git, report, tracking
 from ml_service.client import ScoringClient, ScoringError
@@ -13,6 +14,7 @@ from ml_service.config import TARGET_NAMES
 from ml_service.errors import MlopsError
 from ml_service.release import verify_context
 from ml_service.releasing import registry, smoke
+from ml_service.releasing.interrupts import signals_held
 from ml_service.releasing.lock import environment_lock
 from ml_service.targets import get_target
 
@@ -37,6 +39,33 @@ def commit_desired_state(settings, target_name, release, message):
             path.write_text(before)
         git.run(settings.project_root, "reset", "--quiet", "--", str(path))
         raise
+
+
+def restore_desired_state(settings, target_name, state, message):
+    """Write `state` (a DesiredState, set or not) back as the target's desired state and
+    commit it: the undo of an interrupted step."""
+    path = (desired_state.write(settings, target_name, state) if state.is_set
+            else desired_state.clear(settings, target_name))
+    return desired_state.commit(settings, path, message)
+
+
+def finished_or_undone(settings, target_name, version, previous, what):
+    """After `what` was interrupted once git named `version`: if the target runs it, the
+    step finished and git is right; otherwise git goes back to `previous`, which the
+    target still runs (the target undoes its own half-started deploy)."""
+    with signals_held():
+        running = get_target(target_name, settings).status()
+        if running is not None and running.healthy and registry.same_version(
+                running.model_version, version):
+            print(f"{what}: interrupted after {target_name} took version {version}; git "
+                  "names it", file=sys.stderr)
+            return
+        restore_desired_state(settings, target_name, previous,
+                              f"Undo the interrupted {what} of version {version} to "
+                              f"{target_name}")
+        print(f"{what}: interrupted; {target_name}'s desired state is back to "
+              f"{previous.model_version if previous.is_set else 'no version'}",
+              file=sys.stderr)
 
 
 def check_servable(settings, target_name, release):
@@ -77,13 +106,21 @@ def deploy(settings, target_name, version=None, skip_if_unset=False):
         return None
     client, _ = tracking.connect(settings)
     with environment_lock(settings, target_name, "deploy"):
-        if version is not None:
+        if version is None:
+            deployment = reconcile(settings, client, target_name)
+        else:
+            previous = desired_state.read(settings, target_name)
             release = registry.release_for(client, settings, version)
             check_servable(settings, target_name, release)
             commit_desired_state(settings, target_name, release,
                                  f"Deploy {settings.model.name} version "
                                  f"{release.model_version} to {target_name}")
-        deployment = reconcile(settings, client, target_name)
+            try:
+                deployment = reconcile(settings, client, target_name)
+            except KeyboardInterrupt:
+                finished_or_undone(settings, target_name, release.model_version, previous,
+                                   "deploy")
+                raise
     report.publish("deploy", f"{target_name} serves {settings.model.name} version "
                    f"{deployment.model_version} at {deployment.scoring_uri}",
                    {"scoring_uri": deployment.scoring_uri,

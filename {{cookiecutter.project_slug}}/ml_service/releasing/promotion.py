@@ -16,10 +16,15 @@ previous version is recorded on each promoted version (tag `previous_production`
 Both end in `restore_production`, which rewrites and commits the desired state and
 reconciles production. No registry alias is read anywhere (see registry.py).
 """
+import sys
+
 from ml_service import desired_state, report, tracking
 from ml_service.errors import MlopsError
 from ml_service.releasing import registry
-from ml_service.releasing.deployment import check_servable, commit_desired_state, reconcile
+from ml_service.releasing.deployment import (check_servable, commit_desired_state,
+                                             finished_or_undone, reconcile,
+                                             restore_desired_state)
+from ml_service.releasing.interrupts import signals_held
 from ml_service.releasing.lock import locked
 from ml_service.releasing.smoke import smoke_test
 from ml_service.targets import get_target
@@ -34,8 +39,13 @@ def commit_production(settings, release, message):
 
 def restore_production(settings, client, version, message):
     """Make `version` production's desired state (committed) and deploy it; return it."""
+    current = desired_state.read(settings, "production")
     commit_production(settings, registry.release_for(client, settings, version), message)
-    reconcile(settings, client, "production")
+    try:
+        reconcile(settings, client, "production")
+    except KeyboardInterrupt:
+        finished_or_undone(settings, "production", version, current, "rollback")
+        raise
     return version
 
 
@@ -133,6 +143,21 @@ def promote(settings, approved, model_version=None):
     try:
         reconcile(settings, client, "production")
         deployment = smoke_test(settings, "production")
+    except KeyboardInterrupt:
+        # Undone like a failed smoke test: production goes back to what it ran before.
+        with signals_held():
+            if previous.is_set:
+                restore_production(
+                    settings, client, previous.model_version,
+                    f"Roll back production to version {previous.model_version}: the "
+                    f"promotion of version {version} was interrupted")
+            else:
+                get_target("production", settings).stop()
+                restore_desired_state(settings, "production", previous,
+                                      f"Undo the interrupted promotion of version {version}")
+        print(f"promote: interrupted; production is back to "
+              f"{previous.model_version if previous.is_set else 'nothing'}", file=sys.stderr)
+        raise
     except MlopsError as failure:
         if not previous.is_set:
             raise MlopsError(f"Promotion of version {version} failed: {failure.what}",

@@ -29,6 +29,7 @@ from pathlib import Path
 from ml_service.errors import MlopsError
 from ml_service.monitoring.prediction_log import LOG_NAME, server_environment
 from ml_service.release import SERVER_KEY_VARIABLES, Deployment, http_status, verify_context
+from ml_service.releasing.interrupts import signals_held
 from ml_service.targets.loopback import LoopbackTarget
 
 PROC = Path("/proc")
@@ -215,6 +216,11 @@ class LocalTarget(LoopbackTarget):
                               f"the server process {record[-1]['pid']} is not running any more "
                               f"(it died or was stopped; see {self.log_file})")
         current = servers[-1]
+        versions = sorted({server.model_version for server in servers})
+        if len(versions) > 1:
+            return Deployment(self.name, current.model_version, self.scoring_uri, False,
+                              f"versions {' and '.join(versions)} both serve port {self.port} "
+                              "(an interrupted or killed deploy); deploy again to converge")
         if not current.healthy():
             return Deployment(self.name, current.model_version, self.scoring_uri, False,
                               f"process {current.pid} does not answer (see {self.log_file})")
@@ -259,22 +265,37 @@ class LocalTarget(LoopbackTarget):
         inherited = {name: value for name, value in os.environ.items()
                      if name not in SERVER_KEY_VARIABLES}
         self.state_dir.mkdir(exist_ok=True)
-        with open(self.log_file, "ab") as log:
-            # Its own session: the server outlives this command and is stopped as a group.
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, env={**inherited, **settings},
-                                       start_new_session=True)
-        server = Server.of_process(process.pid, command)
-        # Recorded before the wait: if this command dies now, the server is still known.
-        self._write_record([*(other for other in self.servers() if other.pid != server.pid),
-                            server])
-        deadline = time.monotonic() + self.serving.startup_timeout
-        while time.monotonic() < deadline and process.poll() is None:
-            if server.healthy():
-                return server
-            time.sleep(0.2)
+        server = None
+        try:
+            with signals_held():
+                with open(self.log_file, "ab") as log:
+                    # Its own session: the server outlives this command and is stopped
+                    # as a group.
+                    process = subprocess.Popen(
+                        command, stdout=log, stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL, env={**inherited, **settings},
+                        start_new_session=True)
+                server = Server.of_process(process.pid, command)
+                # Recorded before the wait: if this command dies now, the server is known.
+                self._write_record([*(other for other in self.servers()
+                                      if other.pid != server.pid), server])
+            deadline = time.monotonic() + self.serving.startup_timeout
+            while time.monotonic() < deadline and process.poll() is None:
+                if server.healthy():
+                    return server
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            if server is not None:
+                self._undo_start(server)
+            raise
         _stop_group(server)
         return None
+
+    def _undo_start(self, server):
+        """Stop a server this deploy started and forget it: the old one serves on."""
+        with signals_held():
+            _stop_group(server)
+            self._write_record([other for other in self.servers() if other.pid != server.pid])
 
     def stop(self):
         for server in self.servers():
@@ -305,20 +326,30 @@ class LocalTarget(LoopbackTarget):
                      and server.context_dir == release.context_dir
                      and server.context_digest == release.context_digest
                      and server.healthy()), None)
-        if keep is None:
-            keep = self._start(release)
-        if keep is None:
-            self._write_record(self.servers())
-            serving = running[-1].model_version if running else None
-            raise MlopsError(
-                f"Version {release.model_version} did not become healthy on {self.name} "
-                f"within {self.serving.startup_timeout:.0f} s."
-                + (f" Version {serving} is still serving." if serving else ""),
-                f"See the server log {self.log_file}.")
-        for server in self.servers():
-            if server.pid != keep.pid:
-                _stop_group(server)
-        self._write_record([keep])
+        started = None
+        try:
+            if keep is None:
+                keep = started = self._start(release)
+            if keep is None:
+                self._write_record(self.servers())
+                serving = running[-1].model_version if running else None
+                raise MlopsError(
+                    f"Version {release.model_version} did not become healthy on {self.name} "
+                    f"within {self.serving.startup_timeout:.0f} s."
+                    + (f" Version {serving} is still serving." if serving else ""),
+                    f"See the server log {self.log_file}.")
+            # The hand-over, once begun, is finished even if interrupted: one version
+            # serves the port afterwards.
+            with signals_held():
+                for server in self.servers():
+                    if server.pid != keep.pid:
+                        _stop_group(server)
+                self._write_record([keep])
+                started = None
+        except KeyboardInterrupt:
+            if started is not None:
+                self._undo_start(started)
+            raise
         return self.status()
 
 

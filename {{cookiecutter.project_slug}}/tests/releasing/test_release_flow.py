@@ -13,11 +13,13 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ml_service import desired_state
+from ml_service import desired_state, tracking
 from ml_service.backends.local import LocalBackend
 from ml_service.client import ScoringClient, ScoringError
 from ml_service.config import load_settings
@@ -25,6 +27,7 @@ from ml_service.errors import MlopsError
 from ml_service.releasing.deployment import deploy
 from ml_service.releasing.dry_run import promote_plan, rollback_plan
 from ml_service.releasing.image import build_image
+from ml_service.releasing import registry
 from ml_service.releasing.promotion import promote, rollback
 from ml_service.releasing.registry import context_dir
 from ml_service.releasing.smoke import smoke_test
@@ -363,3 +366,81 @@ def test_a_context_rebuilt_after_the_staging_smoke_test_is_not_promoted(release_
     with pytest.raises(MlopsError, match="build-image ran again after the smoke test"):
         promote(settings, approved=True)
     assert get_target("production", settings).status() is None
+
+
+def _production_servers(settings):
+    return get_target("production", settings).servers()
+
+
+def _answering_versions(settings, probes=20):
+    """The model versions that answer on production's port over `probes` requests."""
+    rows = json.loads((settings.project_root / "scoring" / "sample-request.json").read_text())
+    target = get_target("production", settings)
+    versions = set()
+    for _ in range(probes):
+        request = urllib.request.Request(
+            target.scoring_uri, data=json.dumps(rows).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            versions.add(json.loads(answer.read())["model_version"])
+    return versions
+
+
+def _wait_for(condition, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the promote never reached the point"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("point", ["new server started", "new server answering"])
+def test_an_interrupted_promote_leaves_one_version_serving_and_git_naming_it(
+        release_project, signum, point):
+    root, environ = release_project
+    settings = settings_for(release_project)
+    in_production(settings, "1")
+    deploy(settings, "staging", "2")
+    smoke_test(settings, "staging")
+    promoting = subprocess.Popen(
+        [sys.executable, "-m", "ml_service", "promote", "--approve"], cwd=root,
+        env=cli_env(**environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def new_server():
+            return [server for server in _production_servers(settings)
+                    if server.model_version == "2"]
+        if point == "new server started":
+            _wait_for(lambda: new_server())
+        else:
+            _wait_for(lambda: new_server() and new_server()[0].healthy())
+        promoting.send_signal(signum)
+        output, _ = promoting.communicate(timeout=120)
+    finally:
+        promoting.kill()
+    assert promoting.returncode == 130, output
+    assert "interrupted" in output
+    servers = _production_servers(settings)
+    assert len(servers) == 1, servers
+    serving = servers[0].model_version
+    assert _answering_versions(settings) == {serving}
+    assert desired_state.read(settings, "production").model_version == serving
+    assert git(root, "status", "--porcelain", "deploy") == ""
+
+
+def test_two_versions_on_one_port_are_not_healthy_and_fail_the_smoke_test(release_project):
+    """What a killed deploy (SIGKILL: nothing can undo) leaves: the next command sees it."""
+    settings = settings_for(release_project)
+    in_production(settings, "1")
+    target = get_target("production", settings)
+    target._start(registry_release(settings, "2"))  # a second version, never handed over
+    status = target.status()
+    assert not status.healthy and "versions 1 and 2 both serve port" in status.detail
+    with pytest.raises(MlopsError, match="both serve port"):
+        smoke_test(settings, "production")
+    deploy(settings, "production")  # converges on what git names
+    assert _answering_versions(settings) == {"1"}
+
+
+def registry_release(settings, version):
+    client, _ = tracking.connect(settings)
+    return registry.release_for(client, settings, version)
