@@ -104,20 +104,20 @@ def staged_digest_matches(settings, release):
     (rebuilt after the smoke test). A target that runs images by digest reports the image
     (kind = "container"); a local process target the context it started from."""
     staged = get_target("staging", settings).status()
-    if staged is not None and staged.context_digest not in ("", release.context_digest):
-        raise MlopsError(
-            f"Staging runs the build context {staged.context_digest}, but version "
-            f"{release.model_version} now records {release.context_digest} (build-image ran "
-            "again after the smoke test); production was not changed.",
-            "Deploy and smoke-test it on staging first: `python -m ml_service deploy --target "
-            f"staging --model-version {release.model_version}`.")
-    if staged is not None and staged.image_digest not in ("", release.image_digest):
-        raise MlopsError(
-            f"Staging runs the image {staged.image_digest}, but version "
-            f"{release.model_version} now records {release.image_digest or 'no pushed image'} "
-            "(its image was rebuilt after the smoke test); production was not changed.",
-            "Deploy and smoke-test it on staging first: `python -m ml_service deploy --target "
-            f"staging --model-version {release.model_version}`.")
+    if staged is None:
+        return
+    for artifact, running, recorded, shown, rebuilt in (
+            ("build context", staged.context_digest, release.context_digest,
+             release.context_digest, "build-image ran again after the smoke test"),
+            ("image", staged.image_digest, release.image_digest,
+             release.image_digest or "no pushed image",
+             "its image was rebuilt after the smoke test")):
+        if running not in ("", recorded):
+            raise MlopsError(
+                f"Staging runs the {artifact} {running}, but version {release.model_version} "
+                f"now records {shown} ({rebuilt}); production was not changed.",
+                "Deploy and smoke-test it on staging first: `python -m ml_service deploy "
+                f"--target staging --model-version {release.model_version}`.")
 
 
 @locked("production", "promote")
