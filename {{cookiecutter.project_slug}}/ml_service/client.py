@@ -33,6 +33,7 @@ import urllib.request
 
 from ml_service import http_client
 from ml_service.errors import MlopsError
+from ml_service.monitoring.prediction_log import SMOKE_TEST_HEADER
 from ml_service.release import key_headers, scoring_key
 
 # Statuses that say "not now" rather than "not this": the server (or the gateway in
@@ -72,6 +73,9 @@ class ScoringClient:
     timeout: float = 30.0     # seconds per request
     retries: int = 3          # further attempts after a retryable answer
     backoff: float = 0.5      # seconds before the first retry, doubled for each next one
+    # Marks the requests as the pipeline's own checks (the smoke test): the servers record
+    # them marked, and `monitor` does not take them for traffic.
+    smoke_test: bool = False
 
     def __post_init__(self):
         for name, value, low in (("max_batch_size", self.max_batch_size, 1),
@@ -112,7 +116,8 @@ class ScoringClient:
     @property
     def headers(self):
         """The headers of every scoring request."""
-        return {"Content-Type": "application/json", **key_headers(self.key)}
+        return {"Content-Type": "application/json", **key_headers(self.key),
+                **({SMOKE_TEST_HEADER: "1"} if self.smoke_test else {})}
 
     def predict(self, data):
         """The predictions for `data` in input order: a pandas Series (the frame's index,

@@ -22,7 +22,8 @@ DEFAULT_CONFIG = "mlops.toml"
 # misspelled setting and refused, never silently ignored.
 SERVER_VARIABLES = ("MLOPS_SERVER", "MLOPS_PREDICTION_LOG", "MLOPS_PREDICTION_LOG_SAMPLE",
                     "MLOPS_PREDICTION_LOG_MAX_ROWS", "MLOPS_PREDICTION_LOG_MAX_BYTES",
-                    "MLOPS_PREDICTION_LOG_BACKUPS")
+                    "MLOPS_PREDICTION_LOG_BACKUPS", "MLOPS_SERVER_LOG",
+                    "MLOPS_SERVER_LOG_MAX_BYTES", "MLOPS_SERVER_LOG_BACKUPS")
 USER_PREFIX = "MLOPS_X_"
 
 
@@ -90,6 +91,9 @@ class ServingSettings:
     # Limits of each container (kind = "container")
     container_cpus: float
     container_memory_mb: int
+    # Rotation of a local server's log, .mlops/<target>.log (scoring/server_log.py)
+    server_log_max_bytes: int
+    server_log_backups: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,6 +238,8 @@ CONSTRAINTS = {
     ("serving", "startup_timeout"): (lambda v: v > 0, "positive"),
     ("serving", "container_cpus"): (lambda v: 0 < v <= 64, "between 0 and 64 cores"),
     ("serving", "container_memory_mb"): (lambda v: v >= 256, "at least 256 MB"),
+    ("serving", "server_log_max_bytes"): (lambda v: v >= 10_000, "at least 10000"),
+    ("serving", "server_log_backups"): (lambda v: 1 <= v <= 100, "between 1 and 100"),
     ("monitoring", "p_value"): (lambda v: 0 < v < 1, "a probability between 0 and 1"),
     ("monitoring", "min_rows"): (lambda v: v >= 10, "at least 10"),
     ("monitoring", "window_rows"): (lambda v: v >= 10, "at least 10"),

@@ -9,12 +9,19 @@ on gunicorn's command line (e.g. `--bind`, `--workers`) or in GUNICORN_CMD_ARGS 
 See README.md, "Serving setup", for the measurements behind the choices.
 """
 import os
+import sys
 from pathlib import Path
 
 from azureml_inference_server_http.constants import PACKAGE_ROOT
 from azureml_inference_server_http.log_config import load_logging_config
 
 HERE = Path(__file__).resolve().parent
+# First, so that it sees every line: the server's output escaped, and rotated in the file
+# MLOPS_SERVER_LOG when that is set (server_log.py, which score.py imports too).
+sys.path.insert(0, str(HERE))
+import server_log  # noqa: E402 (found beside this file)
+
+server_log.route_output()
 # What the azmlinfsrv command does before it starts gunicorn: set the entry script and the
 # app root, load its logging config, and pass the log options below.
 os.environ.setdefault("AZUREML_ENTRY_SCRIPT", str(HERE / "score.py"))

@@ -21,21 +21,22 @@ MLOPS_PREDICTION_LOG_SAMPLE (0..1, default 1) of the requests is recorded as one
      "inputs": {"age": [0.038, ...], ...}, "predictions": [151.3, ...]}
 (at most MLOPS_PREDICTION_LOG_MAX_ROWS rows of a request, default 100, drawn uniformly from a
 larger one; "request_rows" says how many it had; a record over 16 KB is split into lines
-of its rows with "request_id", "part" and "parts", as log collectors cut longer lines):
+of its rows with "request_id", "part" and "parts", as log collectors cut longer lines;
+a request with the header X-MLOPS-Smoke-Test, which the pipeline's own checks send, has
+"smoke_test": true, and `monitor` leaves it out):
 appended to the file MLOPS_PREDICTION_LOG, rotated at MLOPS_PREDICTION_LOG_MAX_BYTES (default
 10 MB) with MLOPS_PREDICTION_LOG_BACKUPS old files (default 3), or, when that is unset,
 printed on stdout, where Container Insights (AKS) and ACI's Log Analytics collect it. Neither
-the key nor any header is recorded, and a failure to record never fails the request:
-recording resumes by itself after a failed write (a full disk, a deleted folder), and the
-failures meanwhile are counted in MLOPS_PREDICTION_LOG + ".failed", which `monitor` reports.
+the key nor any header's value is recorded, and a failure to record never fails the
+request: recording resumes by itself after a failed write (a full disk, a deleted folder),
+and the failures meanwhile are counted in MLOPS_PREDICTION_LOG + ".failed" (its time of
+change: when they began), which `monitor` reports.
 """
 import contextlib
 import datetime
-import fcntl
 import hmac
 import json
 import logging
-import logging.handlers
 import os
 import random
 import socket
@@ -49,6 +50,7 @@ from pathlib import Path
 import numpy as np
 from azureml_inference_server_http.api.aml_request import rawhttp
 from azureml_inference_server_http.api.aml_response import AMLResponse
+from server_log import SharedRotatingFileHandler
 
 MAX_BATCH_ENV = "SCORING_MAX_BATCH_SIZE"
 DEFAULT_MAX_BATCH = 1000
@@ -78,6 +80,9 @@ PREDICTION_LOG_MAX_LINE_BYTES = 16 * 1024 - 1
 # The key that marks a record among the container's other stdout lines (the monitor's
 # Log Analytics query looks for it).
 PREDICTION_LOG_MARKER = "mlops_prediction_log"
+# Sent by the smoke test (ml_service.client): its requests are recorded marked, so that
+# `monitor` does not take them for traffic.
+SMOKE_TEST_HEADER = "X-MLOPS-Smoke-Test"
 
 logger = logging.getLogger("azmlinfsrv.score")
 _state = {}
@@ -239,98 +244,42 @@ def run(request):
                      f"{', '.join(map(str, rows[:10]))} is not a finite number: the inputs are "
                      "far outside the range of the training data; send values of that scale"))
     answer = predictions.tolist()
-    _record_prediction(features, answer)
+    _record_prediction(features, answer, SMOKE_TEST_HEADER in request.headers)
     return {"predictions": answer, "model_version": _state["model_version"]}
 
 
-class _SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """RotatingFileHandler for one file that several processes (gunicorn workers) append to,
-    which heals itself.
-
-    Each record is written under an exclusive lock on `<file>.lock`, so one worker's
-    rotation never races another's write, and a worker whose open file was rotated away by
-    another reopens the current one first. One shared file (not one per worker PID) keeps
-    the total size bounded by (backups + 1) x max bytes however often workers restart.
-    A failed write (a full disk, a deleted folder) drops the stream, so the next record
-    reopens the file (recreating the folder) and recording resumes on its own once the
-    cause is gone; until then the failures are counted in `<file>.failed` (JSON: since,
-    records, error; `monitor` reports it, best effort as the disk may be full) and in a
-    warning at most once a minute, and the first record written again removes the file.
-    """
+class _PredictionLogFile(SharedRotatingFileHandler):
+    """The prediction log file, shared by the gunicorn workers (server_log.py). While its
+    writes fail (a full disk, a deleted folder), the failures are counted in `<file>.failed`
+    (JSON: since, records, error; `monitor` reports it, best effort as the disk may be full)
+    and in a warning at most once a minute; the first record written again removes it."""
 
     WARN_EVERY_S = 60
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.failed_path = self.baseFilename + ".failed"
-        self.failure = None  # {"since", "records", "error"} while writes fail
         self._warned_at = 0.0
 
-    def emit(self, record):
-        try:
-            Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
-            with open(self.baseFilename + ".lock", "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                try:
-                    if self.stream is not None and not self._is_current_file():
-                        self._drop_stream()
-                    if self.stream is None:
-                        self.stream = self._open()
-                        # A failed write can leave a partial line: start on a new one.
-                        if self.failure is not None and not self._ends_with_newline():
-                            self.stream.write(self.terminator)
-                    if self.shouldRollover(record):
-                        self.doRollover()  # closes the stream (delay=True: not reopened)
-                        self.stream = self._open()
-                    self.stream.write(self.format(record) + self.terminator)
-                    self.stream.flush()
-                finally:
-                    fcntl.flock(lock, fcntl.LOCK_UN)
-        except (OSError, ValueError) as error:  # ValueError: a stream closed under us
-            self._drop_stream()
-            self._count_failure(error)
-            return
-        if self.failure is not None:
-            logger.warning("Prediction log %s: recording resumed (%d record(s) were lost "
-                           "since %s)", self.baseFilename, self.failure["records"],
-                           self.failure["since"])
-            self.failure = None
-            with contextlib.suppress(OSError):
-                os.unlink(self.failed_path)
-
-    def _is_current_file(self):
-        try:
-            return (not self.stream.closed and os.path.samestat(
-                os.fstat(self.stream.fileno()), os.stat(self.baseFilename)))
-        except (OSError, ValueError):
-            return False
-
-    def _ends_with_newline(self):
-        with open(self.baseFilename, "rb") as written:
-            if written.seek(0, os.SEEK_END) == 0:
-                return True
-            written.seek(-1, os.SEEK_END)
-            return written.read(1) == b"\n"
-
-    def _drop_stream(self):
-        """Close the stream even if its buffered bytes cannot be written (they are lost)."""
-        stream, self.stream = self.stream, None
-        if stream is not None:
-            with contextlib.suppress(OSError, ValueError):
-                stream.close()
-
-    def _count_failure(self, error):
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds").replace("+00:00", "Z")
-        self.failure = self.failure or {"since": now, "records": 0}
-        self.failure.update(records=self.failure["records"] + 1, error=str(error))
+    def failed(self, failure):
         with contextlib.suppress(OSError):
-            Path(self.failed_path).write_text(json.dumps(self.failure))
+            Path(self.failed_path).write_text(json.dumps(failure))
+        # Also as the file's time, which needs no space: on a full disk the text may not
+        # fit, and `monitor` still knows since when.
+        began = datetime.datetime.fromisoformat(failure["since"].replace("Z", "+00:00"))
+        with contextlib.suppress(OSError):
+            os.utime(self.failed_path, (began.timestamp(), began.timestamp()))
         if time.monotonic() - self._warned_at >= self.WARN_EVERY_S:
             self._warned_at = time.monotonic()
             logger.warning("Prediction log %s: recording failed since %s (%d record(s) lost; "
                            "retried with every request): %s", self.baseFilename,
-                           self.failure["since"], self.failure["records"], error)
+                           failure["since"], failure["records"], failure["error"])
+
+    def resumed(self, failure):
+        logger.warning("Prediction log %s: recording resumed (%d record(s) were lost "
+                       "since %s)", self.baseFilename, failure["records"], failure["since"])
+        with contextlib.suppress(OSError):
+            os.unlink(self.failed_path)
 
 
 def _prediction_log():
@@ -348,7 +297,10 @@ def _prediction_log():
     path = os.environ.get(PREDICTION_LOG_ENV)
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handler = _SharedRotatingFileHandler(
+        # What a previous server failed to record is not this one's to report: its own
+        # failures, if any, are counted anew.
+        Path(path + ".failed").unlink(missing_ok=True)
+        handler = _PredictionLogFile(
             path, maxBytes=_positive_setting(PREDICTION_LOG_MAX_BYTES_ENV, 10_000_000, int),
             backupCount=_positive_setting(PREDICTION_LOG_BACKUPS_ENV, 3, int), delay=True,
             encoding="utf-8")
@@ -359,7 +311,7 @@ def _prediction_log():
             "max_rows": _positive_setting(PREDICTION_LOG_MAX_ROWS_ENV, 100, int)}
 
 
-def _record_prediction(features, predictions):
+def _record_prediction(features, predictions, smoke_test=False):
     """Record a sampled request's inputs and predictions; never raise."""
     log = _state.get("prediction_log")
     if log is None or random.random() >= log["sample"]:
@@ -379,6 +331,7 @@ def _record_prediction(features, predictions):
             "request_rows": count,
             "inputs": dict(zip(_state["columns"], features[kept].T.tolist())),
             "predictions": [predictions[index] for index in kept],
+            **({"smoke_test": True} if smoke_test else {}),
         }
         for line in _record_lines(record):
             log["handler"].handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))

@@ -11,6 +11,7 @@ import pytest
 
 from ml_service.client import ScoringClient, ScoringError
 from ml_service.errors import MlopsError
+from ml_service.monitoring.prediction_log import SMOKE_TEST_HEADER
 from tests.conftest import cli_env
 from tests.helpers.http_stub import JsonHandler, serving
 from tests.helpers.project import PROJECT_ROOT
@@ -160,6 +161,17 @@ def test_the_key_is_sent_as_a_bearer_token_and_only_when_given(scoring):
     assert with_key["Authorization"] == f"Bearer {KEY}"
     assert "Authorization" not in without
     assert with_key["Content-Type"] == "application/json"
+
+
+def test_a_smoke_test_client_marks_its_requests_and_others_do_not(scoring):
+    server, client = scoring
+    ScoringClient(client.scoring_uri, smoke_test=True).without_key().predict([[1.0]])
+    client.predict([[1.0]])
+    # Header names are case-insensitive (urllib sends X-mlops-smoke-test).
+    smoke, traffic = ({name.lower(): value for name, value in request["headers"].items()}
+                      for request in server.requests)
+    assert smoke[SMOKE_TEST_HEADER.lower()] == "1"
+    assert SMOKE_TEST_HEADER.lower() not in traffic
 
 
 def test_missing_values_are_refused_before_anything_is_sent(scoring):

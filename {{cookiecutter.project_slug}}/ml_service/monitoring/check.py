@@ -94,15 +94,17 @@ def monitor(settings, target, dry_run=False):
     skipped = recorded.attrs["skipped"]
     if skipped:
         print(f"monitor: skipped {skipped} malformed prediction record(s) of {target} (not "
-              "written by score.py: a time without its zone, or an input or prediction "
-              "that is not a finite number)")
+              "written by score.py: not JSON, a partial line, a time without its zone, or "
+              "an input or prediction that is not a finite number)")
     frame = records.window(recorded, version, monitoring.window_rows, monitoring.window_hours)
     failure = (None if settings.target_settings(target).kind in LOG_ANALYTICS_KINDS
                else records.recording_failure(log_folder(settings, target)))
     if failure:
+        lost = (f"{failure['records']} request(s) not recorded ({failure.get('error')})"
+                if "records" in failure else
+                "the server could not even write how many requests it lost: is the disk full?")
         report.publish("monitor", f"recording failed since {failure['since']} on {target}: "
-                       f"{failure.get('records', '?')} request(s) not recorded "
-                       f"({failure.get('error', 'no reason given')}); no drift verdict. "
+                       f"{lost}; no drift verdict. "
                        f"Free the disk or restore {log_folder(settings, target)}: recording "
                        "resumes by itself with the next request",
                        {"drift": "unknown", "recent_rows": len(frame),

@@ -7,6 +7,12 @@ Targets on this machine (local processes, containers) write a rotating JSONL fil
 LOG_NAME = "predictions.jsonl"
 # The key that marks a record among a container's other output (as in score.py).
 MARKER = "mlops_prediction_log"
+# The header of the pipeline's own requests (the smoke test's), which score.py records
+# with "smoke_test": true; `monitor` leaves them out.
+SMOKE_TEST_HEADER = "X-MLOPS-Smoke-Test"
+# Written by score.py beside the log while it cannot record (JSON: since, records, error;
+# the file's time is when the failures began).
+FAILED_SUFFIX = ".failed"
 
 
 def log_folder(settings, target):

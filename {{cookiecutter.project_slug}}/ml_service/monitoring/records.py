@@ -2,21 +2,25 @@
 the feature columns, `prediction`, `model_version` and `time`."""
 import datetime
 import json
-import logging
 import math
 
 import pandas as pd
 
-from ml_service.monitoring.prediction_log import LOG_NAME, MARKER
+from ml_service.monitoring.prediction_log import FAILED_SUFFIX, LOG_NAME, MARKER
 from training.reference import PREDICTION_COLUMN
 
-log = logging.getLogger(__name__)
+
+class Records(list):
+    """Prediction records, and how many of the lines read were not one (`malformed`: not
+    JSON, a partial line a full disk or a crash left, a record without its fields)."""
+
+    malformed = 0
 
 
 def parse_lines(lines):
-    """The records among `lines` (JSON text, possibly with other output around it); lines
-    that are not a well-formed record are skipped and counted in the debug log."""
-    records, skipped = [], 0
+    """The records among `lines` (JSON text, possibly with other output around it); the
+    non-empty lines that are not a record are counted as malformed."""
+    records = Records()
     for line in lines:
         start = line.find("{")
         try:
@@ -28,9 +32,7 @@ def parse_lines(lines):
                 and isinstance(record.get("predictions"), list)):
             records.append(record)
         elif line.strip():
-            skipped += 1
-    if skipped:
-        log.debug("Skipped %d line(s) that are not prediction records", skipped)
+            records.malformed += 1
     return records
 
 
@@ -53,10 +55,13 @@ def _well_formed(record):
 
 
 def to_frame(records):
-    """One row per recorded input row, oldest first; `frame.attrs["skipped"]` counts the
-    records that were not well formed (skipped)."""
-    frames, skipped = [], 0
+    """One row per recorded input row, oldest first, without the smoke test's requests
+    (not traffic); `frame.attrs["skipped"]` counts the records and lines that were not
+    well formed (skipped)."""
+    frames, skipped = [], getattr(records, "malformed", 0)
     for record in records:
+        if record.get("smoke_test") is True:
+            continue
         if not _well_formed(record):
             skipped += 1
             continue
@@ -86,7 +91,7 @@ def read_log_files(folder):
     lines = []
     # Oldest file first (the highest backup number); the order is fixed by sorting on time.
     for path in sorted(folder.glob(f"{LOG_NAME}*"), reverse=True):
-        if path.suffix in (".lock", ".failed"):
+        if path.suffix in (".lock", FAILED_SUFFIX):
             continue
         with open(path, encoding="utf-8", errors="replace") as handle:
             lines.extend(handle)
@@ -95,9 +100,18 @@ def read_log_files(folder):
 
 def recording_failure(folder):
     """What the scoring server wrote to `<log>.failed` while it could not record
-    (scoring/score.py): {"since", "records", "error"}, or None."""
+    (scoring/score.py): {"since", "records", "error"}, or None. On a disk too full for
+    its text, {"since"} from the file's time, which score.py sets to when they began."""
+    path = folder / f"{LOG_NAME}{FAILED_SUFFIX}"
     try:
-        failure = json.loads((folder / f"{LOG_NAME}.failed").read_text())
-    except (OSError, ValueError):
+        text, changed = path.read_text(errors="replace"), path.stat().st_mtime
+    except OSError:
         return None
-    return failure if isinstance(failure, dict) and "since" in failure else None
+    try:
+        failure = json.loads(text)
+    except ValueError:
+        failure = None
+    if isinstance(failure, dict) and "since" in failure:
+        return failure
+    return {"since": datetime.datetime.fromtimestamp(changed, datetime.timezone.utc).isoformat(
+        timespec="seconds").replace("+00:00", "Z")}

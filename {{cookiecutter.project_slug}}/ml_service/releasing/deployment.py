@@ -143,7 +143,8 @@ def summary(settings):
             continue
         try:
             sample = [round(prediction, 1) for prediction in
-                      ScoringClient.for_deployment(settings, deployment).predict(rows)]
+                      ScoringClient.for_deployment(settings, deployment, smoke_test=True)
+                      .predict(rows)]
         except ScoringError as error:
             sample = f"failed ({error.what})"
         digest = f"  {deployment.image_digest}" if deployment.image_digest else ""

@@ -82,7 +82,8 @@ def smoke_test(settings, target_name):
     if not deployment.healthy:
         found = [f"the deployment is not healthy: {deployment.detail}"]
     else:
-        found = failures(ScoringClient.for_deployment(settings, deployment, retries=0),
+        found = failures(ScoringClient.for_deployment(settings, deployment, retries=0,
+                                                      smoke_test=True),
                          deployment.model_version, sample_rows(settings),
                          settings.target_settings(target_name).smoke_max_latency_ms,
                          _known_answers(client, settings, deployment.model_version))

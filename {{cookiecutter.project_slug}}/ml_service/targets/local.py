@@ -247,6 +247,11 @@ class LocalTarget(LoopbackTarget):
                 {**settings, "PYTHONDONTWRITEBYTECODE": "1",
                  "SCORING_MAX_BATCH_SIZE": str(self.serving.max_batch_size),
                  **server_environment(self.monitoring, self.prediction_log_dir / LOG_NAME),
+                 # The server writes its own log, rotated (scoring/server_log.py): it
+                 # outlives this command, which only gives it the file for its first lines.
+                 "MLOPS_SERVER_LOG": str(self.log_file),
+                 "MLOPS_SERVER_LOG_MAX_BYTES": str(self.serving.server_log_max_bytes),
+                 "MLOPS_SERVER_LOG_BACKUPS": str(self.serving.server_log_backups),
                  **({"SCORING_KEY": key} if key else {})})
 
     def plan(self, release):

@@ -1,6 +1,7 @@
 """Shared by the scoring tests: a real saved MLflow model and the bad requests to send it."""
 import importlib.util
 import json
+import sys
 
 import pytest
 
@@ -28,7 +29,10 @@ def save_model(folder):
 
 
 def load_score_module():
-    """A fresh instance of scoring/score.py (it is a script, not a package module)."""
+    """A fresh instance of scoring/score.py (it is a script, not a package module), which
+    imports server_log.py beside it as the server does (gunicorn.conf.py)."""
+    if str(SCORING_DIR) not in sys.path:
+        sys.path.append(str(SCORING_DIR))
     spec = importlib.util.spec_from_file_location("score", SCORING_DIR / "score.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -55,20 +55,22 @@ def trained(registered, tmp_path):
     return project, load_settings(project / "mlops.toml", environ={}), version, sample
 
 
-def write_traffic(settings, version, frame, rows_per_record=5, hours_ago=0.0):
-    """Records of `frame` (features and prediction) in the form score.py writes them."""
+def write_traffic(settings, version, frame, rows_per_record=5, hours_ago=0.0, mode="w",
+                  **marks):
+    """Records of `frame` (features and prediction) in the form score.py writes them, with
+    `marks` (e.g. smoke_test=True); `mode` "a" adds them to the records already written."""
     folder = log_folder(settings, TARGET)
     folder.mkdir(parents=True, exist_ok=True)
     when = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=hours_ago)
     features = [c for c in frame.columns if c != reference.PREDICTION_COLUMN]
-    with open(folder / LOG_NAME, "w") as handle:
+    with open(folder / LOG_NAME, mode) as handle:
         for start in range(0, len(frame), rows_per_record):
             chunk = frame.iloc[start:start + rows_per_record]
             handle.write(json.dumps({
                 MARKER: 1, "time": when.isoformat().replace("+00:00", "Z"),
                 "model_version": version, "rows": len(chunk),
                 "inputs": {name: chunk[name].tolist() for name in features},
-                "predictions": chunk[reference.PREDICTION_COLUMN].tolist()}) + "\n")
+                "predictions": chunk[reference.PREDICTION_COLUMN].tolist(), **marks}) + "\n")
 
 
 def like_training(sample, rows, seed):
@@ -152,10 +154,11 @@ def test_malformed_records_are_skipped_and_counted_not_fatal(trained, capsys):
            {**good, "predictions": good["predictions"][:-1]}]
     with open(log_folder(settings, TARGET) / LOG_NAME, "a") as handle:
         handle.writelines(json.dumps(record) + "\n" for record in bad)
+        handle.write("Traceback (most recent call last):\n")  # not JSON
         handle.write('{"mlops_prediction_log": 1, "time": "2026-')  # a partial last line
     assert check.monitor(settings, TARGET) == 0
     out = capsys.readouterr().out
-    assert "skipped 4 malformed prediction record(s) of staging" in out
+    assert "skipped 6 malformed prediction record(s) of staging" in out
     assert "drift: no (" in out
 
 
@@ -170,6 +173,35 @@ def test_a_server_that_cannot_record_is_reported_not_taken_for_quiet(trained, ca
     assert "recording failed since 2026-12-05T06:00:00Z on staging: 12 request(s) not " \
            "recorded ([Errno 28] No space left on device)" in out
     assert "not enough traffic" not in out
+
+
+def test_a_failure_file_a_full_disk_left_empty_still_says_since_when(trained, capsys):
+    """On a full disk score.py creates <log>.failed but its text does not fit: the file's
+    time (score.py sets it to when the failures began) says since when."""
+    _, settings, version, sample = trained
+    write_traffic(settings, version, like_training(sample, 400, seed=8))
+    failed = log_folder(settings, TARGET) / f"{LOG_NAME}.failed"
+    failed.write_text("")
+    began = datetime.datetime(2026, 12, 5, 6, 0, tzinfo=datetime.timezone.utc).timestamp()
+    os.utime(failed, (began, began))
+    assert check.monitor(settings, TARGET) == 1
+    out = capsys.readouterr().out
+    assert "recording failed since 2026-12-05T06:00:00Z on staging: the server could not " \
+           "even write how many requests it lost: is the disk full?" in out
+
+
+def test_smoke_test_records_are_not_traffic(trained, capsys):
+    """The smoke test's requests (far from the training data here) are left out: without
+    the mark they would be drift."""
+    project, settings, version, sample = trained
+    write_traffic(settings, version, like_training(sample, 400, seed=9))
+    shifted = like_training(sample, 400, seed=10)
+    shifted["bmi"] += 3 * sample["bmi"].std()
+    write_traffic(settings, version, shifted, mode="a", smoke_test=True)
+    assert check.monitor(settings, TARGET) == 0
+    assert capsys.readouterr().out.startswith("monitor: drift: no (")
+    page = (project / "build" / "reports" / "monitor-staging.html").read_text()
+    assert "; 400 recent rows" in page
 
 
 def test_records_outside_the_window_or_of_another_version_do_not_count(trained, capsys):

@@ -25,6 +25,8 @@ from ml_service.backends.local import LocalBackend
 from ml_service.client import ScoringClient, ScoringError
 from ml_service.config import load_settings
 from ml_service.errors import MlopsError
+from ml_service.monitoring import records
+from ml_service.monitoring.prediction_log import log_folder
 from ml_service.releasing.deployment import deploy
 from ml_service.releasing.dry_run import promote_plan, rollback_plan
 from ml_service.releasing.image import build_image
@@ -106,6 +108,16 @@ def test_promote_without_approval_changes_nothing(release_project):
         promote(settings, approved=False)
     assert desired_state.read(settings, "production") == before
     assert get_target("production", settings).status() is None
+
+
+def test_the_smoke_tests_requests_are_recorded_marked_and_are_not_traffic(release_project):
+    settings = settings_for(release_project)
+    deploy(settings, "staging", "1")
+    smoke_test(settings, "staging")
+    recorded = records.read_log_files(log_folder(settings, "staging"))
+    assert len(recorded) >= 2  # the warm-up request and the timed one
+    assert all(record["smoke_test"] is True for record in recorded)
+    assert records.to_frame(recorded).empty  # what monitor compares: nothing
 
 
 def test_approved_promotion_commits_and_serves(release_project):

@@ -1,7 +1,9 @@
 """score.py's prediction log: real records in real rotating files (several processes at
 once), on stdout otherwise, sampled, and never at the cost of an answer."""
+import errno
 import json
 import multiprocessing
+import os
 import random
 import shutil
 import subprocess
@@ -11,20 +13,14 @@ import numpy as np
 import pytest
 
 from ml_service.monitoring import records
-from ml_service.monitoring.prediction_log import MARKER
-from tests.helpers.project import PROJECT_ROOT, kept_unchanged
-from tests.helpers.scoring import COLUMNS, body, load_score_module, save_model
+from ml_service.monitoring.prediction_log import MARKER, SMOKE_TEST_HEADER
+from tests.helpers.project import PROJECT_ROOT
+from tests.helpers.scoring import COLUMNS, body, load_score_module
 from tests.scoring.test_score import post
+from tests.scoring.test_server import request as send
+from tests.scoring.test_server import start_server
 
 KEY = "prediction-log-key-0123456789"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("prediction-log-model") / "model"
-    save_model(folder)
-    with kept_unchanged(folder):
-        yield folder
 
 
 def started(monkeypatch, model_dir, **env):
@@ -63,6 +59,27 @@ def test_records_name_the_inputs_and_predictions_and_nothing_secret(
     assert record["predictions"] == predictions
     assert record["time"].endswith("Z")
     assert KEY not in line and "Bearer" not in line and "Authorization" not in line
+
+
+def test_a_smoke_test_request_is_recorded_marked_and_no_header_value_is(
+        monkeypatch, model_dir, tmp_path):
+    log_file = tmp_path / "predictions.jsonl"
+    score = started(monkeypatch, model_dir, MLOPS_PREDICTION_LOG=log_file)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    for extra in ({SMOKE_TEST_HEADER: "1"}, {}):
+        status, answer, _ = post(score, body([[0.02] * len(COLUMNS)]),
+                                 headers={**headers, **extra})
+        assert status == 200, answer
+    smoke, traffic = (json.loads(line) for line in log_file.read_text().splitlines())
+    assert smoke["smoke_test"] is True and "smoke_test" not in traffic
+    assert SMOKE_TEST_HEADER not in log_file.read_text()
+
+
+def test_a_previous_servers_failure_file_is_not_this_servers(monkeypatch, model_dir, tmp_path):
+    failed = tmp_path / "predictions.jsonl.failed"
+    failed.write_text('{"since": "2026-01-01T00:00:00Z", "records": 5, "error": "disk full"}')
+    started(monkeypatch, model_dir, MLOPS_PREDICTION_LOG=tmp_path / "predictions.jsonl")
+    assert not failed.exists()
 
 
 def test_a_large_batch_is_recorded_as_an_ordered_uniform_sample_up_to_the_row_limit(
@@ -242,3 +259,69 @@ def test_recording_resumes_after_a_write_failure_which_is_counted(model_dir, tmp
     assert json.loads(lines[-1])["predictions"] == [2.5]
     assert [record["predictions"] for record in records.read_log_files(tmp_path)][-1] == [2.5]
     assert not (tmp_path / "predictions.jsonl.failed").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KB tmpfs: a disk that really fills up. Mounting one needs root: skipped where
+    that is refused."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+                             capture_output=True, text=True, timeout=30)
+    if mounted.returncode != 0:
+        pytest.skip(f"no 64 KB tmpfs here (mounting needs root): {mounted.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "--lazy", str(disk)], check=False, timeout=30)
+
+
+def fill(disk):
+    """Write to a file on `disk` until it is full (ENOSPC); return the file."""
+    filler = disk / "filler"
+    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(descriptor, b"\0" * 4096)
+    except OSError as error:
+        assert error.errno == errno.ENOSPC
+    finally:
+        os.close(descriptor)
+    return filler
+
+
+@pytest.mark.slow
+def test_a_real_server_on_a_full_disk_answers_reports_and_resumes_recording(
+        model_dir, small_disk, request):
+    folder = small_disk / ".mlops" / "staging"
+    state = small_disk.parent / "server"
+    state.mkdir()
+    port, log = start_server(model_dir, state, request,
+                             MLOPS_PREDICTION_LOG=str(folder / "predictions.jsonl"))
+
+    def score(age):
+        status, _, answer = send(port, payload=body([[age] + [0.01] * (len(COLUMNS) - 1)]))
+        assert status == 200, answer
+
+    sent = [0.001 * index for index in range(3)]
+    for age in sent:
+        score(age)
+    filler = fill(small_disk)
+    # The log's last page still has room for a few records: answered, recorded until the
+    # disk refuses (score.py then writes <log>.failed, which monitor reports).
+    while records.recording_failure(folder) is None:
+        assert len(sent) < 60, "recording never failed on the full disk"
+        sent.append(0.001 * len(sent))
+        score(sent[-1])
+    assert records.recording_failure(folder)["since"].endswith("Z")
+    filler.unlink()
+    for age in (0.5, 0.6):
+        score(age)
+    assert records.recording_failure(folder) is None
+    recorded = records.read_log_files(folder)
+    ages = [record["inputs"]["age"][0] for record in recorded]
+    # Those before the disk filled, then recording resumed on its own; the record the
+    # full disk cut off is one malformed line.
+    assert ages[-2:] == [0.5, 0.6] and ages[:-2] == sent[:len(ages) - 2]
+    assert len(ages) - 2 < len(sent) and recorded.malformed <= 1
+    written = log.since(0)
+    assert "recording failed since" in written and "recording resumed" in written

@@ -21,23 +21,15 @@ from ml_service.release import Release
 from ml_service.releasing.image import SCORING_FILES
 from ml_service.targets.local import LocalTarget
 from tests.conftest import cli_env
-from tests.helpers.project import free_port, kept_unchanged
-from tests.helpers.scoring import ROW, SCORING_DIR, body, save_model
+from tests.helpers.project import free_port
+from tests.helpers.scoring import ROW, SCORING_DIR, body
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads Linux's /proc")]
 
 
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model") / "model"
-    save_model(folder)
-    with kept_unchanged(folder):
-        yield folder
-
-
 @pytest.fixture
-def releases(project, model_folder):
+def releases(project, model_dir):
     """Versions 1 and 2: build contexts as build-image assembles them (same model)."""
     made = {}
     for version in ("1", "2"):
@@ -45,14 +37,19 @@ def releases(project, model_folder):
         context.mkdir(parents=True)
         for name in SCORING_FILES:
             shutil.copy2(SCORING_DIR / name, context / name)
-        shutil.copytree(model_folder, context / "model")
+        shutil.copytree(model_dir, context / "model")
         made[version] = Release("model", version, f"image:{version}", "", "", context)
     return made
 
 
+# Small, so that a redeploy under load rotates the server log.
+SERVER_LOG_MAX_BYTES = 10_000
+
+
 @pytest.fixture
 def environ():
-    return {"MLOPS_PRODUCTION_PORT": str(free_port()), "MLOPS_SERVING_WORKERS": "1"}
+    return {"MLOPS_PRODUCTION_PORT": str(free_port()), "MLOPS_SERVING_WORKERS": "1",
+            "MLOPS_SERVING_SERVER_LOG_MAX_BYTES": str(SERVER_LOG_MAX_BYTES)}
 
 
 @pytest.fixture
@@ -111,6 +108,14 @@ def test_redeploy_under_a_probe_loop_loses_no_request(target, releases):
     logged = records.read_log_files(target.prediction_log_dir)
     assert target.prediction_log_dir == target.state_dir / "production"
     assert sorted(record["model_version"] for record in logged) == sorted(probes.answers)
+    # Both servers wrote the target's one server log, which rotated within its bounds
+    # ([serving] server_log_max_bytes; server_log_backups = 2).
+    files = sorted(path.name for path in target.state_dir.glob("production.log*"))
+    assert files[:2] == ["production.log", "production.log.1"]
+    assert set(files) <= {"production.log", "production.log.1", "production.log.2",
+                          "production.log.lock"}
+    assert all((target.state_dir / name).stat().st_size <= SERVER_LOG_MAX_BYTES
+               for name in files)
 
 
 def alive(pid):
