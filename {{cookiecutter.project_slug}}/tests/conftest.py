@@ -8,7 +8,6 @@ from mlflow.tracking import MlflowClient
 
 from ml_service.config import load_settings
 from tests.helpers.project import PROJECT_ROOT, copy_project, kept_unchanged
-from tests.helpers.scoring import save_model
 
 # Variables the project reads (its settings, MLflow's, the CI runners' output files
 # that report.py writes to, the targets' scoring keys and the server's): a test sees none
@@ -55,15 +54,6 @@ def migrated_database(tmp_path_factory):
     MlflowClient(f"sqlite:///{database}").search_experiments()
     with kept_unchanged(database.parent):
         yield database
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A saved MLflow model, once per module; the tests and their servers only read it."""
-    folder = tmp_path_factory.mktemp("model") / "model"
-    save_model(folder)
-    with kept_unchanged(folder):
-        yield folder
 
 
 @pytest.fixture

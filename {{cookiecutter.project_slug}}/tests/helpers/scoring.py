@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.helpers.project import PROJECT_ROOT
+from tests.helpers.project import PROJECT_ROOT, kept_unchanged
 
 SCORING_DIR = PROJECT_ROOT / "scoring"
 COLUMNS = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
@@ -26,6 +26,15 @@ def save_model(folder):
         # Explicit requirements, as the pipeline does: inferring them takes ~20 s.
         pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True))
     return model, features
+
+
+def saved_model(tmp_path_factory):
+    """A module fixture's saved model (see save_model), in a folder of its own: yields the
+    folder, and fails the module's teardown if a test or server changed it."""
+    folder = tmp_path_factory.mktemp("model") / "model"
+    save_model(folder)
+    with kept_unchanged(folder):
+        yield folder
 
 
 def load_score_module():

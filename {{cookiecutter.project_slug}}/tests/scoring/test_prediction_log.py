@@ -15,12 +15,17 @@ import pytest
 from ml_service.monitoring import records
 from ml_service.monitoring.prediction_log import MARKER, SMOKE_TEST_HEADER
 from tests.helpers.project import PROJECT_ROOT
-from tests.helpers.scoring import COLUMNS, body, load_score_module
+from tests.helpers.scoring import COLUMNS, body, load_score_module, saved_model
 from tests.scoring.test_score import post
 from tests.scoring.test_server import request as send
 from tests.scoring.test_server import start_server
 
 KEY = "prediction-log-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    yield from saved_model(tmp_path_factory)
 
 
 def started(monkeypatch, model_dir, **env):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.helpers.scoring import SCORING_DIR, body
+from tests.helpers.scoring import SCORING_DIR, body, saved_model
 from tests.scoring.test_server import HOST, ROW, request, start_server
 
 MAX_BYTES = 2000
@@ -32,6 +32,11 @@ def server_log_module():
 ])
 def test_control_characters_and_bytes_that_are_not_utf8_are_escaped(raw, shown):
     assert server_log_module().escape(raw) == shown
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    yield from saved_model(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

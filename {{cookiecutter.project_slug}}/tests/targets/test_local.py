@@ -22,10 +22,15 @@ from ml_service.releasing.image import SCORING_FILES
 from ml_service.targets.local import LocalTarget
 from tests.conftest import cli_env
 from tests.helpers.project import free_port
-from tests.helpers.scoring import ROW, SCORING_DIR, body
+from tests.helpers.scoring import ROW, SCORING_DIR, body, saved_model
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads Linux's /proc")]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    yield from saved_model(tmp_path_factory)
 
 
 @pytest.fixture
