@@ -112,10 +112,20 @@ def commit(settings, path, message):
     Outside a git checkout the file is written but nothing is committed, which is
     said plainly. Returns the commit id or None.
     """
-    commit_id = git.commit_file(settings.project_root, path, message)
+    root = settings.project_root
+    before = git.head(root)
+    commit_id = git.commit_file(root, path, message)
     if commit_id is None:
-        print(f"note: {settings.project_root} is not a git checkout; {path.name} was updated "
+        print(f"note: {root} is not a git checkout; {path.name} was updated "
               "but not committed.")
+    elif commit_id != before:
+        # Said every time: the commit lands on the user's own branch, and pushed to main it
+        # tells CD that this is what the environment runs.
+        branch = git.run(root, "branch", "--show-current").stdout.strip()
+        print(f"note: committed {commit_id[:12]} \"{message.splitlines()[0]}\" on branch "
+              f"{branch}: the record of what runs (`git log deploy/`). Push it only if CD "
+              "should run the same; drop a local trial before pushing (README: Release flow "
+              "and GitOps).")
     return commit_id
 
 

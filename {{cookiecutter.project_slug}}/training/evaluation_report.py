@@ -58,7 +58,7 @@ def log(evaluation, data_fingerprint=None):
 
 def _log_verdict(client, run_id, evaluation, headline_plot, markdown):
     """The gate's verdict on the pipeline run: metric columns in the runs table, the report
-    and the headline plot on its page."""
+    as its description (the first thing its page shows) and the headline plot."""
     metrics = {f"challenger_{key}": value for key, value in evaluation.challenger.items()}
     if evaluation.champion is not None:
         metrics |= {f"champion_{key}": value for key, value in evaluation.champion.items()}
@@ -66,6 +66,7 @@ def _log_verdict(client, run_id, evaluation, headline_plot, markdown):
     for name, value in metrics.items():
         client.log_metric(run_id, name, value)
     client.log_text(run_id, markdown, REPORT_FILE)
+    client.set_tag(run_id, "mlflow.note.content", markdown)
     client.log_artifact(run_id, str(headline_plot), PLOTS_FOLDER)
 
 

@@ -80,6 +80,7 @@ def test_first_run_registers_a_version_with_lineage_tags(project, settings, clie
     assert tags["evaluate_run_id"] == evaluate_run.info.run_id
     assert {"challenger_rmse", "challenger_r2", "gate_passed"} <= set(lineage.data.metrics)
     assert {REPORT_FILE, "plots"} <= artifacts(client, lineage)
+    assert lineage.data.tags["mlflow.note.content"] == report  # the run page's description
     assert artifacts(client, lineage, "plots") == {f"plots/{PREDICTED_VS_ACTUAL}"}
 
 

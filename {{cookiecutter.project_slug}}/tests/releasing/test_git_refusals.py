@@ -49,10 +49,14 @@ def test_stale_index_lock_is_refused(checkout, settings):
     attempt(settings, r"\.git/index\.lock exists.*delete .*\.git/index\.lock")
 
 
-def test_clean_checkout_commits(checkout, settings):
-    assert commit_production(settings, release(settings), "Promote version 3") == \
-        git(checkout, "rev-parse", "HEAD")
+def test_clean_checkout_commits_and_says_so(checkout, settings, capsys):
+    """The commit lands on the user's branch: never silently."""
+    git(checkout, "switch", "-q", "-c", "trial")
+    commit_id = commit_production(settings, release(settings), "Promote version 3")
+    assert commit_id == git(checkout, "rev-parse", "HEAD")
     assert desired_state.read(settings, "production").model_version == "3"
+    assert f'committed {commit_id[:12]} "Promote version 3" on branch trial' in \
+        capsys.readouterr().out
 
 
 def test_a_commit_refused_by_a_hook_leaves_the_overlay_as_committed(checkout, settings):
