@@ -22,10 +22,11 @@ CALLER_VARIABLES = ("MLOPS_", "MLFLOW_", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY",
 def pytest_collection_modifyitems(items):
     """Modules with slow tests first, each group in the order it was (randomly) given.
 
-    `--dist loadfile` hands whole modules to the workers in collection order
-    (`--no-loadscope-reorder`: xdist would otherwise put the modules with the most tests
-    first, and a one-test module that takes minutes last, while the other worker idles).
-    Sorting by module keeps each module's tests together, so its fixtures start once."""
+    `--dist worksteal` gives each worker a contiguous share of this order and lets an idle
+    worker take tests from the end of a busy one's share: the slow tests are started
+    first and shared out, and a one-test module that takes minutes never starts last.
+    Sorting by module keeps each module's tests together, so its fixtures start once
+    per worker at most."""
     slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_modules)
 

@@ -93,7 +93,10 @@ def azureml_like_registry(folder):
     server_port = free_port()
     bin_dir = str(Path(sys.executable).parent)
     # The server's workers are started by command name: the venv's bin must be on PATH.
-    environ = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    # No job runner: its six huey processes (GenAI scorers) import mlflow each, about
+    # 20 CPU-seconds for nothing the registry calls use.
+    environ = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = (folder / "server.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",

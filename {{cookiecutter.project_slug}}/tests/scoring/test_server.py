@@ -1,9 +1,9 @@
 """A real scoring server over HTTP on loopback, started as the local targets start it (the
 image's command, scoring/Dockerfile, but bound to 127.0.0.1).
 
-Each server is shared by its module's tests (startup takes 5-20 s); `--dist loadfile`
-(pyproject.toml) keeps the module on one xdist worker. Malformed requests go over raw sockets
-or http.client, so nothing in between repairs them.
+Each server is shared by its module's tests (startup takes 5-20 s); `--dist worksteal`
+(pyproject.toml) runs the module on one xdist worker, or two at most. Malformed requests
+go over raw sockets or http.client, so nothing in between repairs them.
 """
 import concurrent.futures
 import contextlib
