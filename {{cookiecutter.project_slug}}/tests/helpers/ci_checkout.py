@@ -3,15 +3,16 @@
 from tests.helpers.project import git
 
 
-def agent_checkout(remote, workspace):
-    """An Azure Pipelines agent's `checkout: self` (shallow fetch depth 1, the default):
-    the one commit fetched by id and checked out detached, with no local branch."""
-    sha = git(remote, "rev-parse", "main")
+def agent_checkout(remote, workspace, sha=None, depth=1):
+    """An Azure Pipelines agent's `checkout: self` of the run's commit `sha` (main's tip
+    if not given; `fetchDepth`, 1 by default): the commit fetched by id and checked out
+    detached, with no local branch."""
+    sha = sha or git(remote, "rev-parse", "main")
     workspace.mkdir()
     git(workspace, "init", "--quiet")
     git(workspace, "remote", "add", "origin", f"file://{remote}")
-    git(workspace, "fetch", "--quiet", "--force", "--tags", "--prune", "--depth=1", "origin",
-        f"+{sha}:refs/remotes/origin/{sha}")
+    git(workspace, "fetch", "--quiet", "--force", "--tags", "--prune", f"--depth={depth}",
+        "origin", f"+{sha}:refs/remotes/origin/{sha}")
     git(workspace, "checkout", "--quiet", "--force", f"refs/remotes/origin/{sha}")
 
 
