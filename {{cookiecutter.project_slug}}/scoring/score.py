@@ -61,6 +61,12 @@ BYTES_PER_VALUE = 64
 ENVELOPE_BYTES = 64 * 1024
 BODY_TIMEOUT_ENV = "SCORING_BODY_TIMEOUT"
 DEFAULT_BODY_TIMEOUT = 10.0
+# How much of a refused body is read and thrown away (within the body timeout) before the
+# answer: closing a connection with unread bytes resets it, and a client that sends the
+# whole body before reading (Python's urllib, requests) then loses the answer. Above
+# this the read side is shut at once; about a second of loopback reading.
+DISCARD_LIMIT_BYTES = 64 * 1024 * 1024
+DISCARD_CHUNK_BYTES = 1024 * 1024
 KEY_ENV = "SCORING_KEY"
 KEY_FILE_ENV = "SCORING_KEY_FILE"
 MIN_KEY_LENGTH = 16
@@ -225,8 +231,7 @@ def run(request):
     try:
         _check_headers(request)
     except RequestError as error:
-        # Answered without reading the body: stop reading it (see _stop_reading).
-        _stop_reading(sock)
+        _discard_body(request, sock)
         return _error_response(error)
     try:
         features = parse_request(_read_body(request, sock))
@@ -411,6 +416,28 @@ def _stop_reading(sock):
             sock.shutdown(socket.SHUT_RD)
 
 
+def _discard_body(request, sock):
+    """Before a refusal is answered: read and throw away the rest of the body, up to
+    DISCARD_LIMIT_BYTES within the body timeout, so that the client can read the answer
+    and the connection stays usable; else stop reading it (_stop_reading). A client that
+    asked `Expect: 100-continue` has sent no body yet, and will not once refused."""
+    length = request.content_length
+    if request.headers.get("Expect", "").lower() == "100-continue" or \
+            (length is not None and length > DISCARD_LIMIT_BYTES):
+        _stop_reading(sock)
+        return
+    read = 0
+    # Past the deadline the watch shuts the read side: the read returns b"" at once.
+    with _body_deadlines.watch(sock, _state["body_timeout"]):
+        with contextlib.suppress(Exception):  # a broken body: nothing more to read
+            while read <= DISCARD_LIMIT_BYTES:
+                chunk = request.stream.read(DISCARD_CHUNK_BYTES)
+                if not chunk:
+                    return
+                read += len(chunk)
+    _stop_reading(sock)  # too long, too slow or broken
+
+
 def _read_body(request, sock):
     """The body as text: 413 past the size limit, 408 past the body timeout, 400 not UTF-8."""
     limit, seconds = _state["max_body"], _state["body_timeout"]
@@ -426,7 +453,7 @@ def _read_body(request, sock):
         raise RequestError(408, f"The body did not arrive within {seconds:g} s: send the whole "
                                 "request at once")
     if len(data) > limit:
-        _stop_reading(sock)
+        _discard_body(request, sock)
         raise RequestError(413, _too_large())
     try:
         return data.decode("utf-8")
