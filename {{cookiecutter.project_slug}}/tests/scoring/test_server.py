@@ -247,6 +247,24 @@ def test_oversized_body_gets_413_before_it_is_sent(server):
     assert status == 413 and seconds < 5
 
 
+def test_pipelined_requests_are_answered_in_order(server):
+    """HTTP/1.1 pipelining: two requests in one write get two answers, in order, on the
+    same connection (gunicorn's gthread worker left the second one unanswered until
+    keep-alive closed the connection)."""
+    one, two = (body([ROW] * rows).encode() for rows in (1, 2))
+    with socket.create_connection((HOST, server[0]), timeout=10) as sock:
+        sock.sendall(b"".join(
+            b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload) for payload in (one, two)))
+        answers = sock.makefile("rb")
+        for rows in (1, 2):
+            assert answers.readline().split()[1] == b"200"
+            headers = dict(line.decode().split(":", 1) for line in iter(answers.readline, b"\r\n"))
+            length = int(next(value for name, value in headers.items()
+                              if name.lower() == "content-length"))
+            assert len(strict_json(answers.read(length).decode())["predictions"]) == rows
+
+
 def test_oversized_body_sent_whole_gets_a_413_the_client_can_read(server):
     """A client that sends the whole body before it reads (Python's urllib; requests under
     load) reads the 413: the server reads the refused body and throws it away rather than
