@@ -14,13 +14,13 @@ from pathlib import Path
 
 from azureml_inference_server_http.constants import PACKAGE_ROOT
 from azureml_inference_server_http.log_config import load_logging_config
-from gunicorn.workers import gthread
 
 HERE = Path(__file__).resolve().parent
 # First, so that it sees every line: the server's output escaped, and rotated in the file
 # MLOPS_SERVER_LOG when that is set (server_log.py, which score.py imports too).
 sys.path.insert(0, str(HERE))
 import server_log  # noqa: E402 (found beside this file)
+from worker import ScoringWorker  # noqa: E402 (found beside this file)
 
 server_log.route_output()
 # What the azmlinfsrv command does before it starts gunicorn: set the entry script and the
@@ -36,29 +36,10 @@ errorlog = "/dev/null"  # the logging config sends gunicorn's error log to stder
 bind = ["127.0.0.1:5001"]
 # Processes: about one per core (WORKER_COUNT, as azmlinfsrv reads it).
 workers = int(os.environ.get("WORKER_COUNT", "1"))
-
-
-class PipeliningThreadWorker(gthread.ThreadWorker):
-    """gunicorn's gthread worker, answering pipelined requests (several sent in one write).
-
-    The parser reads ahead: a request that came in the same packets as the one just
-    answered is already in its buffer, not on the socket, so the poller would never see
-    the connection readable again and the request would wait unanswered until keep-alive
-    closed the connection. Such a connection goes straight back to a thread instead.
-    (gunicorn's own fix of September 2026, pull request 3727, covers its ASGI worker.)"""
-
-    def finish_request(self, conn, fs):
-        if (self.alive and not fs.cancelled() and fs.exception() is None
-                and fs.result() is True and conn.parser is not None
-                and conn.parser.unreader.buf.getbuffer().nbytes):
-            self.enqueue_req(conn)
-            return
-        super().finish_request(conn, fs)
-
-
-# Threads: a client that sends slowly holds one thread, not a whole process, so good requests
-# still find a free thread; score.py bounds how long a body may take (SCORING_BODY_TIMEOUT).
-worker_class = PipeliningThreadWorker
+# Threads take whole requests, read by the worker's loop under a deadline (worker.py), so
+# slow and idle clients hold no thread; score.py bounds the bodies a thread still reads
+# itself (SCORING_BODY_TIMEOUT).
+worker_class = ScoringWorker
 threads = 16
 keepalive = 5
 # Load score.py and the model once, before the workers fork: one start-up log (the notice

@@ -22,8 +22,8 @@ from ml_service.errors import MlopsError
 from ml_service.release import context_digest, context_files, manifest_path
 from ml_service.releasing import registry
 
-SCORING_FILES = ("score.py", "server_log.py", "gunicorn.conf.py", "requirements.txt", "conda.yml",
-                 "Dockerfile")
+SCORING_FILES = ("score.py", "server_log.py", "worker.py", "gunicorn.conf.py",
+                 "requirements.txt", "conda.yml", "Dockerfile")
 
 
 def model_problem(model_dir):

@@ -8,6 +8,7 @@ go over raw sockets or http.client, so nothing in between repairs them.
 import concurrent.futures
 import contextlib
 import http.client
+import importlib.util
 import os
 import shutil
 import signal
@@ -24,7 +25,7 @@ from ml_service.config import load_settings
 from ml_service.release import Release
 from ml_service.releasing.image import SCORING_FILES
 from ml_service.targets.local import LocalTarget, server_command
-from tests.helpers.project import kept_unchanged
+from tests.helpers.project import PROJECT_ROOT, kept_unchanged
 from tests.helpers.scoring import (BAD_REQUEST_PARAMS, BAD_REQUESTS, ROW, SCORING_DIR, body,
                                    save_model, strict_json)
 
@@ -263,6 +264,35 @@ def test_pipelined_requests_are_answered_in_order(server):
             length = int(next(value for name, value in headers.items()
                               if name.lower() == "content-length"))
             assert len(strict_json(answers.read(length).decode())["predictions"]) == rows
+
+
+def test_slow_and_idle_clients_leave_every_good_request_answered(server):
+    """benchmarks/slow_clients.py's drill, smaller (one worker of 16 threads): connections
+    that trickle their headers a byte a second and idle ones that reconnect when dropped
+    hold no thread, so every good request is answered at once (gthread: none)."""
+    spec = importlib.util.spec_from_file_location(
+        "slow_clients", PROJECT_ROOT / "benchmarks" / "slow_clients.py")
+    slow_clients = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(slow_clients)
+    payload = body([ROW]).encode()
+    statuses, seconds = slow_clients.drill(
+        HOST, server[0], b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                         b"\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload),
+        slow=128, idle=64, settle=2.0, count=30, timeout=3.0)
+    assert statuses == [200] * 30, statuses
+    assert max(seconds) < 2.0, sorted(seconds)[-5:]
+
+
+def test_a_request_that_does_not_arrive_within_the_body_timeout_gets_408(keyed_server):
+    """The worker's loop reads the head and the body under SCORING_BODY_TIMEOUT (1 s here)
+    and then answers 408 and closes: the client learns why."""
+    started = time.monotonic()
+    with socket.create_connection((HOST, keyed_server[0]), timeout=10) as sock:
+        sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Le")
+        answer = sock.makefile("rb").read()
+    head, _, text = answer.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"408" and time.monotonic() - started < 5
+    assert "did not arrive within 1 s" in strict_json(text.decode())["message"]
 
 
 def test_oversized_body_sent_whole_gets_a_413_the_client_can_read(server):
