@@ -113,12 +113,13 @@ def commit(settings, path, message):
     said plainly. Returns the commit id or None.
     """
     root = settings.project_root
-    before = git.head(root)
-    commit_id = git.commit_file(root, path, message)
-    if commit_id is None:
+    committed = git.commit_file(root, path, message)
+    if committed is None:
         print(f"note: {root} is not a git checkout; {path.name} was updated "
               "but not committed.")
-    elif commit_id != before:
+        return None
+    commit_id, made = committed
+    if made:
         # Said every time: the commit lands on the user's own branch, and pushed to main it
         # tells CD that this is what the environment runs.
         branch = git.run(root, "branch", "--show-current").stdout.strip()

@@ -52,15 +52,16 @@ def code_version(root):
 
 
 def commit_file(root, path, message):
-    """Commit `path` alone with `message`; return HEAD afterwards (unchanged if the file
-    was), or None outside a git checkout."""
+    """Commit `path` alone with `message`; return (HEAD afterwards, whether a commit was
+    made: not when the file was unchanged), or None outside a git checkout."""
     if not is_checkout(root):
         return None
     identity = [] if run(root, "config", "user.email").stdout.strip() else FALLBACK_IDENTITY
     run(root, "add", str(path), check=True)
-    if run(root, "diff", "--cached", "--quiet", "--", str(path)).returncode != 0:
+    changed = run(root, "diff", "--cached", "--quiet", "--", str(path)).returncode != 0
+    if changed:
         run(root, *identity, "commit", "--quiet", "-m", message, "--", str(path), check=True)
-    return head(root)
+    return head(root), changed
 
 
 def check_can_commit(root, folder):
