@@ -27,6 +27,10 @@ SERVER_VARIABLES = ("MLOPS_SERVER", "MLOPS_PREDICTION_LOG", "MLOPS_PREDICTION_LO
 USER_PREFIX = "MLOPS_X_"
 
 
+class Percentages(tuple):
+    """The type of a setting that is a list of whole percentages (canary_steps)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class AzureSettings:
     subscription_id: str
@@ -123,6 +127,17 @@ class ProductionSettings(TargetSettings):
     # How promote moves a release: "commit" (to main, after an environment approval)
     # or "pr" (a pull request whose merge is the approval).
     promotion: str
+    # How production switches to it: "direct" (all traffic at once, after the smoke
+    # test) or "canary" (a growing share of traffic, analysed at every step;
+    # ml_service/releasing/canary.py).
+    strategy: str
+    canary_steps: Percentages
+    canary_step_seconds: float
+    canary_min_requests: int
+    canary_max_error_rate: float
+    canary_max_latency_ratio: float
+    canary_latency_floor_ms: float
+    canary_max_prediction_ks: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,6 +248,16 @@ CONSTRAINTS = {
     ("production", "mode"): (lambda v: v in ("gitops", "push"), "'gitops' or 'push'"),
     ("production", "sync_timeout"): (lambda v: v > 0, "positive"),
     ("production", "promotion"): (lambda v: v in ("commit", "pr"), "'commit' or 'pr'"),
+    ("production", "strategy"): (lambda v: v in ("direct", "canary"), "'direct' or 'canary'"),
+    ("production", "canary_steps"): (
+        lambda v: v and v[0] >= 1 and v[-1] == 100 and all(a < b for a, b in zip(v, v[1:])),
+        "increasing percentages from 1 to 100, ending with 100"),
+    ("production", "canary_step_seconds"): (lambda v: v > 0, "positive"),
+    ("production", "canary_min_requests"): (lambda v: v >= 1, "at least 1"),
+    ("production", "canary_max_error_rate"): (lambda v: 0 <= v < 1, "a share from 0 to 1"),
+    ("production", "canary_max_latency_ratio"): (lambda v: v >= 1, "at least 1"),
+    ("production", "canary_latency_floor_ms"): (lambda v: v >= 0, "0 or more"),
+    ("production", "canary_max_prediction_ks"): (lambda v: 0 < v <= 1, "between 0 and 1"),
     ("serving", "workers"): (lambda v: 1 <= v <= 32, "between 1 and 32"),
     ("serving", "max_batch_size"): (lambda v: v >= 1, "at least 1"),
     ("serving", "startup_timeout"): (lambda v: v > 0, "positive"),
@@ -277,6 +302,8 @@ def _coerce(raw, kind, key, from_environment):
     """Return `raw` as `kind`; environment variables (always strings) are parsed."""
     if kind is tuple:
         return _string_list(raw, key, from_environment)
+    if kind is Percentages:
+        return _percentages(raw, key, from_environment)
     if from_environment and kind is dict:
         # A table from the environment is JSON: MLOPS_EDGE_ENV='{"LOG_LEVEL": "debug"}'.
         try:
@@ -313,6 +340,20 @@ def _string_list(raw, key, from_environment):
         raise ConfigError(f"Setting {key} is {raw!r}, but must be a list of strings.",
                           'Write it as ["a", "b"] in mlops.toml.')
     return tuple(raw)
+
+
+def _percentages(raw, key, from_environment):
+    """A list of whole percentages as a tuple of ints; from the environment,
+    comma-separated ("10,50,100")."""
+    try:
+        values = ([int(item) for item in raw.split(",")] if from_environment else raw)
+    except ValueError:
+        values = None
+    if not isinstance(values, list) or not all(
+            isinstance(item, int) and not isinstance(item, bool) for item in values):
+        raise ConfigError(f"Setting {key} is {raw!r}, but must be a list of whole "
+                          "percentages.", "Write it as [10, 50, 100] in mlops.toml.")
+    return Percentages(values)
 
 
 def _section(name, cls, values, environ):
