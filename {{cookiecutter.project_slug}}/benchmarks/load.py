@@ -8,6 +8,13 @@ latency and the error rate, for single-row and batch requests. Run from the proj
     python benchmarks/load.py                     # a throwaway model from training/
     python benchmarks/load.py --model-dir PATH    # any MLflow model folder (MLmodel inside)
     python benchmarks/load.py --container IMAGE   # also the scoring image, in Docker
+    python benchmarks/load.py --rate 500 --duration 30   # open loop: 500 requests/s
+
+Closed loop (the default), each of --concurrency connections sends its next request when
+the last is answered: requests/s is the server's capacity. Open loop (--rate R), requests
+start at R per second on a fixed schedule whatever the answers, over as many connections
+as that needs, and each latency counts from when its request was due: a server that falls
+behind shows it in p99 (no coordinated omission), as users at a fixed arrival rate see it.
 
 With --container, the image (e.g. the repository@sha256:... that build-image pushed) runs as
 a third server, published on a loopback port, and the other two serve the model copied out
@@ -45,6 +52,7 @@ MAX_DURATION = 300
 MAX_CONCURRENCY = 64
 MAX_WORKERS = 16
 MAX_BATCH = 1000  # score.py's default SCORING_MAX_BATCH_SIZE
+MAX_RATE = 5000
 
 
 def require_loopback(host):
@@ -202,6 +210,48 @@ async def _load(host, port, request, duration, concurrency):
     return latencies, errors, time.perf_counter() - started
 
 
+async def _open_loop(host, port, request, duration, rate):
+    """Start `request` `rate` times a second for `duration` s on a fixed schedule; each on
+    an idle kept-alive connection or a new one. Latency counts from the scheduled start."""
+    latencies, errors, idle, tasks = [], [], [], []
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def one(due):
+        connection = idle.pop() if idle else None
+        try:
+            if connection is None:
+                connection = await asyncio.open_connection(host, port)
+            reader, writer = connection
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            headers = head.lower()
+            await reader.readexactly(
+                int(headers.split(b"content-length:")[1].split(b"\r\n")[0]))
+            if b"connection: close" in headers:
+                writer.close()
+            else:
+                idle.append(connection)
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+            status = None
+            if connection is not None:
+                connection[1].close()
+        if status == 200:
+            latencies.append(loop.time() - due)
+        else:
+            errors.append(status)
+
+    for number in range(int(duration * rate)):
+        due = started + number / rate
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        tasks.append(asyncio.create_task(one(due)))
+    await asyncio.gather(*tasks)
+    for _, writer in idle:
+        writer.close()
+    return latencies, errors, loop.time() - started
+
+
 def scoring_request(client):
     """The request to a scoring server for some rows: (body, headers) as `client` (an
     ml_service.client.ScoringClient) sends them, once it has had the rows scored, so a
@@ -219,15 +269,19 @@ def json_request(payload):
     return json.dumps(payload).encode(), {"Content-Type": "application/json"}
 
 
-def measure(host, port, path, body, headers, duration, concurrency, group, warmup=1.0):
-    """Load one endpoint with POSTs of `body` and `headers`; return requests/s, p50 and p99
-    in ms, error rate, server CPU ms."""
+def measure(host, port, path, body, headers, duration, concurrency, group, warmup=1.0,
+            rate=None):
+    """Load one endpoint with POSTs of `body` and `headers` (closed loop over
+    `concurrency` connections, or open loop at `rate` requests/s); return requests/s, p50
+    and p99 in ms, error rate, server CPU ms."""
     head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     request = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{head}"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     asyncio.run(_load(host, port, request, warmup, concurrency))
     cpu = group_cpu_seconds(group)
-    latencies, errors, elapsed = asyncio.run(_load(host, port, request, duration, concurrency))
+    latencies, errors, elapsed = asyncio.run(
+        _open_loop(host, port, request, duration, rate) if rate else
+        _load(host, port, request, duration, concurrency))
     cpu = group_cpu_seconds(group) - cpu
     latencies.sort()
     total = len(latencies) + len(errors)
@@ -246,6 +300,9 @@ def main(argv=None):
     parser.add_argument("--duration", type=float, default=10, help="seconds per run (default 10)")
     parser.add_argument("--concurrency", type=int, default=8, help="connections (default 8)")
     parser.add_argument("--batch", type=int, default=100, help="rows per batch request")
+    parser.add_argument("--rate", type=float,
+                        help="open loop: requests started per second, whatever the answers "
+                             "(default: closed loop over --concurrency connections)")
     parser.add_argument("--workers", type=int, default=2, help="azmlinfsrv workers (default 2)")
     parser.add_argument("--mlflow-workers", type=int,
                         help="mlflow models serve workers (default: as many as --workers)")
@@ -263,7 +320,8 @@ def main(argv=None):
                                    ("concurrency", args.concurrency, 1, MAX_CONCURRENCY),
                                    ("batch", args.batch, 1, MAX_BATCH),
                                    ("workers", args.workers, 1, MAX_WORKERS),
-                                   ("mlflow-workers", args.mlflow_workers, 1, MAX_WORKERS)]:
+                                   ("mlflow-workers", args.mlflow_workers, 1, MAX_WORKERS),
+                                   ("rate", args.rate or 1, 1, MAX_RATE)]:
         if not low <= value <= high:
             parser.error(f"--{name} must be between {low} and {high}")
 
@@ -333,10 +391,12 @@ def main(argv=None):
                 for name, (_, _, port, _, path, request) in servers.items():
                     results[name, scenario] = measure(
                         host, port, path, *request(data), args.duration, args.concurrency,
-                        group=groups[name])
+                        group=groups[name], rate=args.rate)
                     print(f"  measured {name:<10} {scenario}", file=sys.stderr)
 
-    print(f"\n{args.concurrency} connections, {args.duration:g} s per run, "
+    load = (f"open loop at {args.rate:g} requests/s" if args.rate
+            else f"{args.concurrency} connections")
+    print(f"\n{load}, {args.duration:g} s per run, "
           f"azmlinfsrv workers={args.workers}, mlflow workers={args.mlflow_workers}\n")
     print(f"| {'server':<10} | {'request':<9} | {'req/s':>7} | {'p50 ms':>7} | {'p99 ms':>7} "
           f"| {'errors':>6} | {'server CPU ms/req':>17} |")

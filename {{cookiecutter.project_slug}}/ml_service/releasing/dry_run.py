@@ -10,7 +10,7 @@ manifests, the local server command) comes from the target itself (`Target.plan`
 from ml_service import desired_state, tracking
 from ml_service.config import DEPLOY_TARGETS
 from ml_service.release import Release
-from ml_service.releasing import registry
+from ml_service.releasing import canary, registry
 from ml_service.targets import get_target
 
 
@@ -82,10 +82,21 @@ def promote_plan(settings):
         f"  commits        {overlay}: version {before} -> {version}",
         f"  then           deploys it and smoke-tests production; if that fails, rolls "
         f"back to {before} (another commit)",
+        *canary_plan(settings, production, version),
         "",
         get_target("production", settings).plan(models.release(version)),
     ]
     return "\n".join(lines)
+
+
+def canary_plan(settings, production, version):
+    """The canary's lines of the promote plan (strategy = "canary")."""
+    if settings.production.strategy != "canary":
+        return []
+    if not production.is_set:
+        return ["  canary         none: no release in production to compare with, so "
+                "production takes this one directly"]
+    return [f"  {canary.plan(settings, production.model_version, version)}"]
 
 
 def rollback_plan(settings):

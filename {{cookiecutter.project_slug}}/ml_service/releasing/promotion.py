@@ -11,6 +11,12 @@ production, smoke-tests it, and rolls back automatically if that fails: producti
 ends on either the old or the new release, never in between. Promoting the version
 production already runs changes nothing.
 
+With [production] strategy = "canary", production takes the new release gradually:
+on a local target, promote runs the canary (canary.py) through the target's traffic
+split before production serves the new release alone, and a failed step rolls back as a
+failed smoke test does, with a commit naming the failed check; on AKS, Flagger runs it
+and reconcile waits for its verdict (targets/aks.py).
+
 `rollback` returns production to the release it ran before the current one. The
 previous version is recorded on each promoted version (tag `previous_production`).
 Both end in `restore_production`, which rewrites and commits the desired state and
@@ -20,7 +26,7 @@ import sys
 
 from ml_service import desired_state, report, tracking
 from ml_service.errors import MlopsError
-from ml_service.releasing import registry
+from ml_service.releasing import canary, registry
 from ml_service.releasing.deployment import (check_servable, commit_desired_state,
                                              finished_or_undone, reconcile,
                                              restore_desired_state)
@@ -120,6 +126,43 @@ def staged_digest_matches(settings, release):
                 f"--target staging --model-version {release.model_version}`.")
 
 
+CANARY_KINDS = ("local", "aks")
+
+
+def canary_first(settings, previous):
+    """Whether promote runs a canary on this machine before production serves the new
+    release alone: strategy = "canary" on a local target with a release to compare with.
+    Refused (before anything changes) on a kind of target that cannot run one."""
+    production = settings.production
+    if production.strategy != "canary":
+        return False
+    if production.kind not in CANARY_KINDS:
+        raise MlopsError(
+            f"strategy = \"canary\" runs on a local or an aks production target, not on "
+            f"kind = \"{production.kind}\" (one container per port: no traffic split); "
+            "production was not changed.",
+            "Set [production] strategy = \"direct\" (MLOPS_PRODUCTION_STRATEGY=direct), or "
+            "kind = \"local\".")
+    if not previous.is_set:
+        print("promote: no release in production yet, so nothing to compare a canary with: "
+              "production takes this one directly", flush=True)
+    return production.kind == "local" and previous.is_set
+
+
+def run_canary(settings, client, previous, release):
+    """Production's traffic split between `previous` (a desired state) and `release`,
+    through every step; the report goes to the CI run's summary. Raises CanaryFailed."""
+    current = registry.release_for(client, settings, previous.model_version)
+    report_path = settings.project_root / ".mlops" / "production-canary.md"
+    report_path.unlink(missing_ok=True)
+    split = get_target("production", settings).start_split(current, release)
+    try:
+        canary.run(settings, client, split, current, release, report_path)
+    finally:
+        if report_path.exists():
+            report.publish_document("promote", report_path)
+
+
 @locked("production", "promote")
 def promote(settings, approved, model_version=None):
     """Promote the staging release (it must be `model_version` when given); return the
@@ -128,6 +171,7 @@ def promote(settings, approved, model_version=None):
     client, _ = tracking.connect(settings)
     version = staging_release(settings, client, model_version)
     previous = desired_state.read(settings, "production")
+    with_canary = canary_first(settings, previous)
     if previous.is_set and registry.same_version(previous.model_version, version):
         return already_in_production(settings, client, version)
     release = registry.release_for(client, settings, version)
@@ -141,6 +185,8 @@ def promote(settings, approved, model_version=None):
         client.set_model_version_tag(settings.model.name, version,
                                      registry.PREVIOUS_PRODUCTION_TAG, previous.model_version)
     try:
+        if with_canary:
+            run_canary(settings, client, previous, release)
         reconcile(settings, client, "production")
         deployment = smoke_test(settings, "production")
     except KeyboardInterrupt:
@@ -165,6 +211,8 @@ def promote(settings, approved, model_version=None):
                              + failure.fix) from failure
         restored = restore_production(
             settings, client, previous.model_version,
+            f"Revert the canary of version {version}: {failure.reason}"
+            if isinstance(failure, canary.CanaryFailed) else
             f"Roll back production to version {previous.model_version}: "
             f"version {version} failed its production smoke test")
         raise MlopsError(f"Promotion of version {version} failed and was rolled back: "

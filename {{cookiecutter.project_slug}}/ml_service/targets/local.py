@@ -14,6 +14,13 @@ old one is stopped only once the new one answers there. Every server is recorded
 found again by its command line, which names this project, the target and the port:
 after a crash at any point, `deploy` and `stop` see every server the project started,
 and a PID is killed only when its command line says it is one of them.
+
+A canary (ml_service/releasing/canary.py) serves the port through a traffic split
+instead (traffic_split.py): the current and the new release each on a private port only,
+the split proxy on the target's port. It takes the port over the same way, and gives it
+back the same way: the deploy that ends the canary starts one release on the port and
+stops the split, its proxy first. Its processes carry their own mark, so a canary
+interrupted at any point is found and ended by the next `deploy` or `stop`.
 """
 import dataclasses
 import json
@@ -24,17 +31,22 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
+from ml_service import http_client
 from ml_service.errors import MlopsError
 from ml_service.monitoring.prediction_log import LOG_NAME, server_environment
-from ml_service.release import SERVER_KEY_VARIABLES, Deployment, http_status, verify_context
+from ml_service.release import (SERVER_KEY_VARIABLES, Deployment, http_status,
+                                verify_context)
 from ml_service.releasing.interrupts import signals_held
 from ml_service.targets.loopback import LoopbackTarget
 
 PROC = Path("/proc")
 # Set on the server's command line (gunicorn --env): who started it, for which target.
 SERVER_MARK = "MLOPS_SERVER"
+SPLIT_PROXY = Path(__file__).with_name("traffic_split.py")
+SPLIT_START_TIMEOUT = 10.0
 
 
 def _alive(pid):
@@ -126,12 +138,23 @@ def server_command(scoring_dir, model_dir, port, workers):
 
 
 @dataclasses.dataclass(frozen=True)
-class Server:
-    """One scoring server this project started, as its command line describes it."""
+class Process:
+    """A process this project started, named by its PID and start time."""
 
     pid: int
     command: tuple
     start_ticks: int
+
+    def is_running(self):
+        """Whether `pid` is still this process (not a later one that reuses the PID)."""
+        return (_alive(self.pid) and _start_ticks(self.pid) == self.start_ticks
+                and _arguments(_command_line(self.pid) or ()) == _arguments(self.command))
+
+
+@dataclasses.dataclass(frozen=True)
+class Server(Process):
+    """One scoring server this project started, as its command line describes it."""
+
     model_version: str
     check_port: int
     context_dir: Path
@@ -148,11 +171,6 @@ class Server:
                    int(binds[-1].rpartition(":")[2]),
                    Path(options["--config"]).parent, environment.get("CONTEXT_DIGEST", ""))
 
-    def is_running(self):
-        """Whether `pid` is still this server (not a later process that reuses the PID)."""
-        return (_alive(self.pid) and _start_ticks(self.pid) == self.start_ticks
-                and _arguments(_command_line(self.pid) or ()) == _arguments(self.command))
-
     def healthy(self):
         """Whether this very server answers: on its own check port, which no other
         process shares."""
@@ -166,6 +184,7 @@ class LocalTarget(LoopbackTarget):
         self.state_file = self.state_dir / f"{name}.json"
         self.log_file = self.state_dir / f"{name}.log"
         self.mark = f"{SERVER_MARK}={name}@{settings.project_root.resolve()}"
+        self.split_mark = f"{SERVER_MARK}={name}.split@{settings.project_root.resolve()}"
 
     def _record(self):
         """The servers recorded in the state file (PID, command line), newest last."""
@@ -201,13 +220,33 @@ class LocalTarget(LoopbackTarget):
                                           recorded.index(server.pid)
                                           if server.pid in recorded else server.pid))
 
+    def split_processes(self):
+        """The processes of a canary's traffic split on this target (its proxy first,
+        then its servers); none outside a canary."""
+        found = []
+        for cmdline in PROC.glob("[0-9]*/cmdline"):
+            pid = int(cmdline.parent.name)
+            command = _command_line(pid)
+            if command and self.split_mark in command and _group_leader(pid):
+                found.append(Server.of_process(pid, command) if "--config" in command
+                             else Process(pid, tuple(command), _start_ticks(pid)))
+        return sorted(found, key=lambda process: (isinstance(process, Server), process.pid))
+
     def _foreign_listeners(self, servers):
-        """PIDs listening on the port that are not one of `servers` or their workers."""
-        ours = {server.pid for server in servers}
+        """PIDs listening on the port that are not one of `servers`, a canary's traffic
+        split, or their workers."""
+        ours = {process.pid for process in [*servers, *self.split_processes()]}
         return {pid for pid in _listener_pids(self.port) if _group_of(pid) not in ours}
 
     def status(self):
         servers = self.servers()
+        split = self.split_processes()
+        if split and not servers:
+            versions = [server.model_version for server in split if isinstance(server, Server)]
+            return Deployment(self.name, versions[0] if versions else "", self.scoring_uri,
+                              False, f"a canary's traffic split serves port {self.port} "
+                              f"(versions {' and '.join(versions)}): a promote runs, or was "
+                              "stopped before it ended; promote or deploy again to converge")
         if not servers:
             record = self._record()
             if not record:
@@ -233,15 +272,19 @@ class LocalTarget(LoopbackTarget):
         return Deployment(self.name, current.model_version, self.scoring_uri, True,
                           context_digest=current.context_digest)
 
-    def _server(self, release, check_port):
+    def _server(self, release, check_port, split=False):
         """(command, environment variables) of the server for `release`: on the target's
-        port shared with the server it replaces, and on its own check port."""
+        port shared with the server it replaces, and on its own check port; for a
+        canary's split (`split`), on its own port only, behind the split proxy."""
         command, settings = server_command(release.context_dir, release.context_dir / "model",
-                                           self.port, self.serving.workers)
+                                           check_port if split else self.port,
+                                           self.serving.workers)
         key = self.scoring_key
-        return ([*command, "--bind", f"127.0.0.1:{check_port}", "--reuse-port",
+        shared = [] if split else ["--bind", f"127.0.0.1:{check_port}", "--reuse-port"]
+        return ([*command, *shared,
                  "--env", f"MODEL_VERSION={release.model_version}",
-                 "--env", f"CONTEXT_DIGEST={release.context_digest}", "--env", self.mark],
+                 "--env", f"CONTEXT_DIGEST={release.context_digest}",
+                 "--env", self.split_mark if split else self.mark],
                 # No __pycache__ written into the build context: its files are verified
                 # against the digest build-image recorded before every start.
                 {**settings, "PYTHONDONTWRITEBYTECODE": "1",
@@ -262,10 +305,10 @@ class LocalTarget(LoopbackTarget):
                 f"{' '.join(command)} beside the server on port {self.port} if one runs, "
                 "then stop the old one once the new one answers")
 
-    def _start(self, release):
-        """Start a server for `release` beside the running ones; return it once it
-        answers, or stop it and return None."""
-        command, settings = self._server(release, _free_port())
+    def _start(self, release, split=False):
+        """Start a server for `release` beside the running ones (`split`: for a canary's
+        traffic split); return it once it answers, or stop it and return None."""
+        command, settings = self._server(release, _free_port(), split)
         # The caller's key variables never reach the server: only the target's own key.
         inherited = {name: value for name, value in os.environ.items()
                      if name not in SERVER_KEY_VARIABLES}
@@ -281,9 +324,11 @@ class LocalTarget(LoopbackTarget):
                         stdin=subprocess.DEVNULL, env={**inherited, **settings},
                         start_new_session=True)
                 server = Server.of_process(process.pid, command)
-                # Recorded before the wait: if this command dies now, the server is known.
-                self._write_record([*(other for other in self.servers()
-                                      if other.pid != server.pid), server])
+                # Recorded before the wait: if this command dies now, the server is known
+                # (a split's server by its mark).
+                if not split:
+                    self._write_record([*(other for other in self.servers()
+                                          if other.pid != server.pid), server])
             deadline = time.monotonic() + self.serving.startup_timeout
             while time.monotonic() < deadline and process.poll() is None:
                 if server.healthy():
@@ -305,7 +350,61 @@ class LocalTarget(LoopbackTarget):
     def stop(self):
         for server in self.servers():
             _stop_group(server)
+        self._stop_split()
         self.state_file.unlink(missing_ok=True)
+
+    def _stop_split(self):
+        """End a canary's traffic split: its proxy first (it answers what it took), then
+        its servers."""
+        for process in self.split_processes():
+            _stop_group(process)
+
+    def start_split(self, current, new):
+        """Serve the port through a traffic split between `current` and `new`, all
+        traffic to `current` for now; return the TrafficSplit. The servers on the port
+        stop only once the split answers beside them; if any part fails to start, the
+        parts started are stopped and the port is served as before."""
+        for release in (current, new):
+            verify_context(release)
+        started = []
+        try:
+            for release in (current, new):
+                server = self._start(release, split=True)
+                if server is None:
+                    raise MlopsError(f"Version {release.model_version} did not become healthy "
+                                     f"for the canary on {self.name} within "
+                                     f"{self.serving.startup_timeout:.0f} s; production was not "
+                                     "changed.", f"See the server log {self.log_file}.")
+                started.append(server)
+            split = self._start_split_proxy(*started)
+            with signals_held():
+                for server in self.servers():
+                    _stop_group(server)
+                self._write_record([])
+        except BaseException:
+            with signals_held():
+                self._stop_split()
+            raise
+        return split
+
+    def _start_split_proxy(self, stable, canary):
+        control = _free_port()
+        command = [sys.executable, str(SPLIT_PROXY), "--port", str(self.port),
+                   "--control", str(control), "--stable", str(stable.check_port),
+                   "--canary", str(canary.check_port), "--mark", self.split_mark]
+        with signals_held():
+            with open(self.log_file, "ab") as log:
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL, start_new_session=True,
+                                           env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+        split = TrafficSplit(control, stable, canary)
+        deadline = time.monotonic() + SPLIT_START_TIMEOUT
+        while time.monotonic() < deadline and process.poll() is None:
+            if http_status(split.control_url, timeout=1) == 200:
+                return split
+            time.sleep(0.1)
+        raise MlopsError(f"The canary's traffic split did not start on port {self.port}; "
+                         "production was not changed.", f"See {self.log_file}.")
 
     def deploy(self, release):
         if not (release.context_dir / "score.py").exists():
@@ -315,7 +414,8 @@ class LocalTarget(LoopbackTarget):
                 f"Run `python -m ml_service build-image --model-version {release.model_version}`.")
         running = self.servers()
         foreign = self._foreign_listeners(running)
-        if foreign or (not running and _port_open(self.port)):
+        if foreign or (not running and not self.split_processes()
+                       and _port_open(self.port)):
             raise MlopsError(
                 f"Port {self.port} for {self.name} is already in use by another program"
                 + (f" (process {', '.join(map(str, sorted(foreign)))})." if foreign else "."),
@@ -346,6 +446,7 @@ class LocalTarget(LoopbackTarget):
             # The hand-over, once begun, is finished even if interrupted: one version
             # serves the port afterwards.
             with signals_held():
+                self._stop_split()
                 for server in self.servers():
                     if server.pid != keep.pid:
                         _stop_group(server)
@@ -356,6 +457,27 @@ class LocalTarget(LoopbackTarget):
                 self._undo_start(started)
             raise
         return self.status()
+
+
+class TrafficSplit:
+    """The canary's split proxy, driven over its control port (traffic_split.py)."""
+
+    def __init__(self, control_port, stable, canary):
+        self.control_url = f"http://127.0.0.1:{control_port}/split"
+        self.stable, self.canary = stable, canary
+
+    def route(self, canary_percent):
+        """Send `canary_percent` % of requests to the canary from now on; counts restart."""
+        request = urllib.request.Request(f"{self.control_url}?canary={canary_percent}",
+                                         method="PUT")
+        with http_client.urlopen(request, timeout=5) as response:
+            return json.load(response)
+
+    def counts(self):
+        """{"canary": percent, "stable_counts": {...}, "canary_counts": {...}} since the
+        last route(): requests, server_errors, latencies_ms per side."""
+        with http_client.urlopen(self.control_url, timeout=5) as response:
+            return json.load(response)
 
 
 def _arguments(command):

@@ -1,0 +1,206 @@
+"""Canary promotion on a local target, with real servers, a real traffic split and real
+traffic: a probe sends production a steady stream of requests while promote runs.
+
+`canary_project` holds versions 1 (in production in each test), 2 (a good successor),
+3 (trained on a shifted target: its predictions diverge) and 4 (its scoring code fails
+on every row whose first feature is below -0.03, about a third of the sample's rows but
+none of the smoke test's: errors on part of the traffic). Each test
+works on its own copy, with its own ports.
+"""
+import collections
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ml_service import desired_state
+from ml_service.backends.local import LocalBackend
+from ml_service.config import load_settings
+from ml_service.errors import MlopsError
+from ml_service.releasing.canary import CANARY_TAG
+from ml_service.releasing.deployment import deploy
+from ml_service.releasing.dry_run import promote_plan
+from ml_service.releasing.image import build_image
+from ml_service.releasing.promotion import promote
+from ml_service.releasing.smoke import smoke_test
+from ml_service.targets import get_target
+from tests.helpers.project import (copy_checkout, copy_project, free_port, git, kept_unchanged,
+                                   kill_local_servers)
+from training.data import SAMPLE_FEATURES, SAMPLE_TARGET, sample_table
+
+pytestmark = pytest.mark.slow
+CANARY = {"MLOPS_PRODUCTION_STRATEGY": "canary", "MLOPS_PRODUCTION_CANARY_STEPS": "10,50,100",
+          "MLOPS_PRODUCTION_CANARY_STEP_SECONDS": "1", "MLOPS_PRODUCTION_CANARY_MIN_REQUESTS": "20",
+          # Two test workers, servers and the probe share two cores: latency differences
+          # below this are the machine's, not the releases'.
+          "MLOPS_PRODUCTION_CANARY_LATENCY_FLOOR_MS": "200"}
+BROKEN_ON_PART_OF_THE_TRAFFIC = '''
+
+_init_healthy = init
+
+
+def init():
+    """A release that fails on part of the traffic (tests/releasing/test_canary.py)."""
+    _init_healthy()
+    healthy = _state["predict"]
+
+    def predict(features):
+        if float(np.asarray(features, dtype=float)[0][0]) < -0.03:
+            raise RuntimeError("broken on these inputs")
+        return healthy(features)
+    _state["predict"] = predict
+'''
+
+
+@pytest.fixture(scope="module")
+def canary_project(tmp_path_factory, migrated_database):
+    root = copy_project(tmp_path_factory.mktemp("canary") / "project", migrated_database)
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init")
+    shifted = root.parent / "shifted.csv"
+    table = sample_table()
+    table.assign(**{SAMPLE_TARGET: table[SAMPLE_TARGET] + 300}).to_csv(shifted, index=False)
+    score = root / "scoring" / "score.py"
+    healthy = score.read_text()
+    for environ, scoring_code in (({"MLOPS_TRAINING_ALPHA": "1.0"}, healthy),
+                                  ({"MLOPS_TRAINING_ALPHA": "0.1"}, healthy),
+                                  ({"MLOPS_DATA_SOURCE": str(shifted)}, healthy),
+                                  ({"MLOPS_TRAINING_ALPHA": "0.1"},
+                                   healthy + BROKEN_ON_PART_OF_THE_TRAFFIC)):
+        score.write_text(scoring_code)
+        settings = load_settings(root / "mlops.toml", environ=environ)
+        build_image(settings, LocalBackend(settings).train_gate_register())
+    score.write_text(healthy)
+    with kept_unchanged(root):
+        yield root
+
+
+@pytest.fixture
+def production(canary_project, tmp_path):
+    """This test's copy, version 1 in production (promoted directly), and its settings
+    with the canary strategy."""
+    root = copy_checkout(canary_project, tmp_path / "project")
+    ports = {"MLOPS_STAGING_PORT": str(free_port()), "MLOPS_PRODUCTION_PORT": str(free_port()),
+             "MLOPS_SERVING_WORKERS": "1"}
+    direct = load_settings(root / "mlops.toml", environ=ports)
+    deploy(direct, "staging", "1")
+    smoke_test(direct, "staging")
+    promote(direct, approved=True)
+    settings = load_settings(root / "mlops.toml", environ={**ports, **CANARY})
+    yield root, settings
+    kill_local_servers(settings)
+
+
+class Probe:
+    """A steady stream of one-row requests to production (about 150 per second), in a
+    thread: what every answer was, by model version."""
+
+    def __init__(self, settings):
+        self.url = get_target("production", settings).scoring_uri
+        features = sample_table()[list(SAMPLE_FEATURES)]
+        self.bodies = [json.dumps({"data": [row]}).encode() for row in features.values.tolist()]
+        self.answers = collections.Counter()
+        self.failures = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        sent = 0
+        while not self.stopped.is_set():
+            body = self.bodies[sent % len(self.bodies)]
+            sent += 1
+            request = urllib.request.Request(self.url, data=body,
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    self.answers[("200", json.load(response)["model_version"])] += 1
+            except urllib.error.HTTPError as error:
+                self.answers[(str(error.code), "")] += 1
+            except OSError as error:  # refused, reset, timed out: failed by the switch
+                self.failures.append(repr(error))
+            time.sleep(0.005)
+
+    def __enter__(self):
+        self.thread.start()
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        time.sleep(0.5)
+        self.stopped.set()
+        self.thread.join()
+
+
+def staged(settings, version):
+    deploy(settings, "staging", version)
+    smoke_test(settings, "staging")
+
+
+def test_a_good_release_goes_through_every_step_and_serves_all_traffic(production):
+    root, settings = production
+    staged(settings, "2")
+    with Probe(settings) as probe:
+        promote(settings, approved=True)
+    assert probe.failures == []
+    assert set(probe.answers) == {("200", "1"), ("200", "2")}
+    assert get_target("production", settings).status().model_version == "2"
+    assert desired_state.read(settings, "production").model_version == "2"
+    tags = MlflowClient(settings.tracking.uri).get_model_version(settings.model.name, "2").tags
+    assert tags[CANARY_TAG] == "passed: 10 %, 50 %, 100 %"
+    report = (root / ".mlops" / "production-canary.md").read_text()
+    assert "**Promoted**" in report and report.count("| passed |") == 3
+    assert get_target("production", settings).split_processes() == []
+
+
+@pytest.mark.parametrize("version, failed_check", [
+    ("3", "predictions diverge: KS statistic"),
+    ("4", "error rate"),
+])
+def test_a_bad_release_is_rolled_back_at_the_first_step(production, version, failed_check):
+    root, settings = production
+    staged(settings, version)
+    promoted = git(root, "rev-parse", "HEAD")
+    with Probe(settings) as probe:
+        with pytest.raises(MlopsError, match=f"canary of version {version} failed: "
+                                             f"{failed_check}.* at the 10 % step"):
+            promote(settings, approved=True)
+    served = collections.Counter({answer[1] or "error": count
+                                  for answer, count in probe.answers.items()})
+    print(f"version {version}: answers {dict(probe.answers)}")
+    assert probe.failures == []
+    assert get_target("production", settings).status().model_version == "1"
+    assert get_target("production", settings).split_processes() == []
+    assert desired_state.read(settings, "production").model_version == "1"
+    # Two commits: the promotion, then the revert that names the check and its value.
+    log = git(root, "log", "--format=%s", f"{promoted}..HEAD").splitlines()
+    assert log[0].startswith(f"Revert the canary of version {version}: {failed_check}")
+    assert log[1].startswith(f"Promote {settings.model.name} version {version} to production")
+    # About the first step's share of the traffic reached the new version (10 %).
+    canary_share = (served[version] + served["error"]) / sum(served.values())
+    assert 0 < canary_share < 0.2, served
+    tags = MlflowClient(settings.tracking.uri).get_model_version(settings.model.name,
+                                                                 version).tags
+    assert tags[CANARY_TAG].startswith(f"failed: {failed_check}")
+
+
+def test_dry_run_prints_the_canary_plan_and_a_container_target_refuses_it(production):
+    root, settings = production
+    staged(settings, "2")
+    plan = promote_plan(settings)
+    assert "canary: version 2 takes 10 %, then 50 %, then 100 % of production's traffic " \
+           "beside version 1" in plan
+    assert "error rate above 0.01" in plan
+    head = git(root, "rev-parse", "HEAD")
+    container = load_settings(root / "mlops.toml", environ={
+        **CANARY, "MLOPS_STAGING_PORT": str(settings.staging.port),
+        "MLOPS_PRODUCTION_PORT": str(settings.production.port),
+        "MLOPS_PRODUCTION_KIND": "container"})
+    with pytest.raises(MlopsError, match="runs on a local or an aks production target"):
+        promote(container, approved=True)
+    assert git(root, "rev-parse", "HEAD") == head
+    assert get_target("production", settings).status().model_version == "1"
