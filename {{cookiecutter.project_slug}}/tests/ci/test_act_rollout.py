@@ -8,26 +8,17 @@ import shutil
 
 import pytest
 
-from ml_service import desired_state
-from ml_service.config import load_settings
 from tests.helpers.act import run_job
 from tests.helpers.ci_checkout import actions_checkout_sha
 from tests.helpers.platform_rules import NEW_BRANCH, push_fires
 from tests.ci.test_harness import load_workflow
-from tests.helpers.project import PROJECT_ROOT, copy_project, git, push_to_new_remote
+from tests.helpers.project import PROJECT_ROOT, git, promotion_then_unrelated_push
 
 WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "production.yml"
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not WORKFLOW.is_file(),
                                  reason="no .github/ in this project (ci_platform=azure-devops)")]
-
-
-@pytest.fixture
-def repository(tmp_path, migrated_database):
-    """A freshly generated project pushed as the first commit of an empty remote."""
-    source = copy_project(tmp_path / "source", migrated_database)
-    return source, push_to_new_remote(source, tmp_path / "remote.git")
 
 
 def roll_out(remote, tmp_path, migrated_database, sha, before):
@@ -72,15 +63,7 @@ def test_a_failed_rollout_reverts_the_triggering_commit_on_main_s_new_tip(
     of it."""
     source, remote = repository
     root = git(remote, "rev-parse", "main")
-    settings = load_settings(source / "mlops.toml", environ={})
-    path = desired_state.write(settings, "production", desired_state.DesiredState(
-        model_version="7", image="model:7", image_digest=""))
-    promotion = desired_state.commit(settings, path, "Promote version 7 to production")
-    git(source, "push", "--quiet", "origin", "main")
-    (source / "README.md").write_text("A teammate's edit\n")
-    git(source, "commit", "--quiet", "-am", "Unrelated change")
-    git(source, "push", "--quiet", "origin", "main")
-    unrelated = git(source, "rev-parse", "HEAD")
+    promotion, unrelated = promotion_then_unrelated_push(source)
 
     run = roll_out(remote, tmp_path, migrated_database, promotion, root)
 

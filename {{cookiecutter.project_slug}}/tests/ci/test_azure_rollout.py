@@ -15,20 +15,13 @@ from ml_service.config import load_settings
 from tests.helpers.azure_pipelines import AzureJob
 from tests.helpers.ci_checkout import agent_checkout
 from tests.helpers.platform_rules import push_fires
-from tests.helpers.project import PROJECT_ROOT, copy_project, git, push_to_new_remote
+from tests.helpers.project import PROJECT_ROOT, git
 
 PIPELINE = PROJECT_ROOT / ".azure-pipelines" / "production.yml"
 OVERLAY = "deploy/overlays/production/kustomization.yaml"
 
 pytestmark = pytest.mark.skipif(not PIPELINE.is_file(),
                                 reason="no .azure-pipelines/ in this project")
-
-
-@pytest.fixture
-def repository(tmp_path, migrated_database):
-    """A freshly generated project pushed as the first commit of an empty remote."""
-    source = copy_project(tmp_path / "source", migrated_database)
-    return source, push_to_new_remote(source, tmp_path / "remote.git")
 
 
 def play(remote, tmp_path, migrated_database, sha):

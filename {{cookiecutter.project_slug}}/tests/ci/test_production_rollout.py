@@ -22,7 +22,7 @@ from tests.helpers.ci_checkout import actions_checkout_sha
 from tests.helpers.hosting_api import github_env, recording_api
 from tests.helpers.platform_rules import (NEW_BRANCH, WORKFLOW_TOKEN, event_starts_runs,
                                           protect_main, push_fires)
-from tests.helpers.project import PROJECT_ROOT, copy_project, git, push_to_new_remote
+from tests.helpers.project import PROJECT_ROOT, git, promotion_then_unrelated_push
 
 WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "production.yml"
 
@@ -53,13 +53,6 @@ def play_rollout(remote, tmp_path, migrated_database, sha, before, environ=None)
     return harness
 
 
-@pytest.fixture
-def repository(tmp_path, migrated_database):
-    """A freshly generated project pushed as the first commit of an empty remote."""
-    source = copy_project(tmp_path / "source", migrated_database)
-    return source, push_to_new_remote(source, tmp_path / "remote.git")
-
-
 def test_the_first_push_rolls_out_nothing_and_reverts_nothing(repository, tmp_path,
                                                               migrated_database):
     source, remote = repository
@@ -84,16 +77,8 @@ def test_a_failed_rollout_reverts_the_triggering_commit_on_main_s_new_tip(
     of that commit, which stays."""
     source, remote = repository
     root = git(remote, "rev-parse", "main")
-    settings = load_settings(source / "mlops.toml", environ={})
-    path = desired_state.write(settings, "production", desired_state.DesiredState(
-        model_version="7", image="model:7", image_digest=""))
-    promotion = desired_state.commit(settings, path, "Promote version 7 to production")
-    git(source, "push", "--quiet", "origin", "main")
+    promotion, unrelated = promotion_then_unrelated_push(source)
     assert push_fires(load_workflow(WORKFLOW), remote, root, promotion)
-    (source / "README.md").write_text("A teammate's edit\n")
-    git(source, "commit", "--quiet", "-am", "Unrelated change")
-    git(source, "push", "--quiet", "origin", "main")
-    unrelated = git(source, "rev-parse", "HEAD")
 
     harness = play_rollout(remote, tmp_path, migrated_database, promotion, root)
 
