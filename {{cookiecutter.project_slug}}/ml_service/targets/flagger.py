@@ -63,6 +63,17 @@ def canary_analysis(settings):
     }
 
 
+def describe(settings):
+    """The canary plan in one line, for --dry-run."""
+    production, analysis = settings.production, canary_analysis(settings)
+    steps = ", ".join(f"{weight} %" for weight in analysis["stepWeights"])
+    return (f"steps {steps} of traffic, {analysis['interval']} each, then 100 %; rolled "
+            f"back at the first step with under {production.canary_min_requests} canary "
+            f"requests, 5xx above {production.canary_max_error_rate:.1%} or p99 above "
+            f"{production.canary_max_latency_ratio:g} x the primary's (over "
+            f"{production.canary_latency_floor_ms:g} ms)")
+
+
 def analysis_patch(settings):
     """The text of analysis.yaml: a patch setting the Canary's analysis."""
     patch = {"apiVersion": "flagger.app/v1beta1", "kind": "Canary",

@@ -27,10 +27,10 @@ def enable_canary(overlay):
     """What a user does to switch production to strategy = "canary": include the
     component in place of the load balancer patch (the Service becomes Flagger's)."""
     path = overlay / "kustomization.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["patches"] = [p for p in data["patches"] if p.get("path") != "service-patch.yaml"]
-    data["components"] = ["../../canary"]
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    text = path.read_text()
+    patch = "  - path: service-patch.yaml\n"
+    assert patch in text
+    path.write_text(text.replace(patch, "") + "\ncomponents:\n  - ../../canary\n")
 
 
 def project_settings(root, **production):
