@@ -13,6 +13,12 @@ one source of what production runs. Two ways to get it onto the cluster, chosen 
           Deployment carries the release's model version and has rolled out. Rolling
           back is a commit too (promote and rollback write it).
 
+With [production] strategy = "canary", Flagger (deploy/canary/, ml_service/targets/
+flagger.py) moves traffic to the new pods in steps once the cluster has them, and deploy
+waits for the Canary's verdict instead of the rollout: Succeeded, or Failed, when Flagger
+has already sent all traffic back to `scoring-primary`, the previous release. Then the
+pods that serve are scoring-primary's and production's address is the ingress's.
+
 The production endpoint is public, so it needs a key: deploy writes
 PRODUCTION_SCORING_KEY (an environment variable, e.g. a CI secret; release.scoring_key)
 into the Kubernetes Secret `scoring-key`, which the base Deployment passes to score.py
@@ -38,8 +44,17 @@ import yaml
 from ml_service import desired_state, git
 from ml_service.errors import MlopsError
 from ml_service.release import Deployment, http_status, key_headers, key_variable, scoring_key
+from ml_service.targets import flagger
 
 DEPLOYMENT = "scoring"
+# With Flagger (strategy = "canary") the pods that serve are this copy's, and `scoring`
+# runs only a canary, scaled to zero between releases.
+PRIMARY = "scoring-primary"
+CANARY = "canary/scoring"
+INGRESS = "ingress/scoring"
+# Phases the Canary ends a release in: Initialized is the first release ever, which
+# Flagger promotes without an analysis (there is nothing to compare it with).
+CANARY_DONE = ("Succeeded", "Initialized")
 SERVICE = "scoring"
 ANNOTATION = "mlops/model-version"
 # The Secret holding the key; deploy/base/deployment.yaml reads it (secretKeyRef).
@@ -110,6 +125,8 @@ class AksTarget:
         self.environ = os.environ if environ is None else environ
         self.root = settings.project_root
         self.overlay = self.root / "deploy" / "overlays" / name
+        self.canary = getattr(self.options, "strategy", "direct") == "canary"
+        self.serving = PRIMARY if self.canary else DEPLOYMENT
         self._kubeconfig = None
 
     # -- commands -----------------------------------------------------------------
@@ -200,6 +217,12 @@ class AksTarget:
                 and status.get("availableReplicas", 0) == replicas)
 
     def _address(self):
+        if self.canary:
+            ingress = self._object(*INGRESS.split("/"))
+            found = ((ingress or {}).get("status", {}).get("loadBalancer", {})
+                     .get("ingress") or [{}])[0]
+            address = found.get("ip") or found.get("hostname")
+            return address, "" if address else "the ingress has no public IP yet"
         service = self._object("service", SERVICE)
         if service is None:
             return None, "the service does not exist"
@@ -212,7 +235,7 @@ class AksTarget:
         return ingress[0].get("ip") or ingress[0].get("hostname"), ""
 
     def status(self):
-        deployment = self._object("deployment", DEPLOYMENT)
+        deployment = self._object("deployment", self.serving)
         if deployment is None:
             return None
         version = self._version(deployment)
@@ -269,10 +292,11 @@ class AksTarget:
             return
         self.kubectl("apply", "--server-side", "--field-manager", "ml-service", "--filename",
                      "-", stdin=self._key_secret(key))
-        if self._object("deployment", DEPLOYMENT) is not None:
+        if self._object("deployment", self.serving) is not None:
             print(f"deploy: the scoring key of {self.name} changed; restarting its pods",
                   flush=True)
-            self.kubectl("rollout", "restart", f"deployment/{DEPLOYMENT}")
+            # With Flagger, restarting `scoring` would start a canary of the same release.
+            self.kubectl("rollout", "restart", f"deployment/{self.serving}")
 
     def deploy(self, release):
         self._check_desired_state(release)
@@ -287,6 +311,10 @@ class AksTarget:
                             f"--timeout={timeout}s", check=False, timeout=timeout + 30)
 
     def _deploy_push(self, release):
+        if self.canary:
+            started = self._canary_state()
+            self.kubectl("apply", "--kustomize", str(self.overlay), namespaced=False)
+            return self._wait_for_canary(release, started)
         before = self._object("deployment", DEPLOYMENT)
         previous = None if before is None else self._version(before)
         self.kubectl("apply", "--kustomize", str(self.overlay), namespaced=False)
@@ -335,10 +363,13 @@ class AksTarget:
         return json.loads(result.stdout)
 
     def check_ready(self):
-        """Before a promotion or rollback commits anything (gitops mode): the branch has
+        """Before a promotion or rollback commits anything: the overlay includes the
+        Flagger canary exactly when mlops.toml says strategy = "canary", with the analysis
+        the settings give (ml_service/targets/flagger.py). In gitops mode: the branch has
         an upstream, and Flux on the cluster follows that repository, that branch and
         this overlay. Otherwise the commit would never reach production: refuse, with
         what to set up. An unreachable cluster is refused the same way."""
+        flagger.check_canary_manifest(self.settings, self.overlay)
         if self.options.mode != "gitops":
             return
         remote, branch = self._upstream()
@@ -414,7 +445,10 @@ class AksTarget:
         return f"Flux Ready={ready.get('status')}: {ready.get('message', '')}"
 
     def _deploy_gitops(self, release):
+        started = self._canary_state() if self.canary else None
         commit = self.push_desired_state()
+        if self.canary:
+            return self._wait_for_canary(release, started)
         deadline = self.clock() + self.options.sync_timeout
         deployment = None
         while self.clock() < deadline:
@@ -432,6 +466,89 @@ class AksTarget:
             f"Check `kubectl -n flux-system get kustomization {self.flux_kustomization()}` "
             "and the GitRepository; promote rolls back by committing the previous desired "
             "state.")
+
+    # -- Flagger (strategy = "canary") ---------------------------------------------
+
+    def _canary_state(self):
+        """The spec the Canary last analysed, read before the release reaches the cluster,
+        so that the wait does not take the previous release's verdict for this one's."""
+        canary = self._object(*CANARY.split("/"))
+        return (canary or {}).get("status", {}).get("lastAppliedSpec")
+
+    def _failed_check(self):
+        """The check that stopped the canary: Flagger says it only in the Canary's events
+        (`Halt <name> advancement error-rate 0.05 > 0.01`), not in its status."""
+        result = self.kubectl("get", "events", "--field-selector",
+                              f"involvedObject.kind=Canary,involvedObject.name={DEPLOYMENT}",
+                              "--output", "json", check=False)
+        if result.returncode != 0:
+            return ""
+        events = sorted(json.loads(result.stdout).get("items", []),
+                        key=lambda event: event.get("lastTimestamp") or "")
+        warnings = [event.get("message", "") for event in events
+                    if event.get("type") == "Warning"]
+        halts = [message for message in warnings if message.startswith("Halt")]
+        return (halts or warnings or [""])[-1]
+
+    def _wait_for_canary(self, release, started):
+        """Follow Flagger's steps until the Canary promotes the release or rolls it back,
+        printing each step for the CI log."""
+        steps = flagger.canary_analysis(self.settings)["stepWeights"]
+        deadline = self.clock() + self.options.sync_timeout
+        weight, status = 0, {}
+        while self.clock() < deadline:
+            status = (self._object(*CANARY.split("/")) or {}).get("status", {})
+            phase, seen = status.get("phase", ""), status.get("canaryWeight", 0)
+            if seen > weight:
+                if weight:
+                    print(f"canary: {weight} % of traffic, analysis passed", flush=True)
+                weight = seen
+                step = f"step {steps.index(weight) + 1} of {len(steps)}" if (
+                    weight in steps) else "step"
+                print(f"canary: {weight} % of traffic ({step}), analysing", flush=True)
+            if status.get("lastAppliedSpec") != started:
+                if phase in CANARY_DONE:
+                    if weight:
+                        print(f"canary: {weight} % of traffic, analysis passed", flush=True)
+                    print(f"canary: {phase}, version {release.model_version} takes all "
+                          "traffic", flush=True)
+                    return self._promoted(release)
+                if phase == "Failed":
+                    raise self._canary_failed(release, weight, status)
+            elif phase in CANARY_DONE:
+                serving = self.status()
+                if serving is not None and serving.model_version == release.model_version:
+                    return serving  # nothing changed: the release already serves
+            self.sleep(POLL_SECONDS)
+        raise MlopsError(
+            f"Flagger did not finish the canary of version {release.model_version} on "
+            f"{self.name} within {self.options.sync_timeout:.0f} s: phase "
+            f"{status.get('phase') or 'unknown'}, {weight} % of traffic.",
+            f"See `kubectl -n {self.namespace} describe canary {DEPLOYMENT}`. [production] "
+            "sync_timeout must cover every step (canary_step_seconds each) and the pods' "
+            "start-up.")
+
+    def _promoted(self, release):
+        deployment = self.status()
+        if deployment is not None and deployment.healthy:
+            return deployment
+        raise MlopsError(
+            f"Flagger promoted version {release.model_version}, but production does not "
+            f"answer: {deployment.detail if deployment else f'no Deployment {self.serving}'}.",
+            f"See `kubectl -n {self.namespace} get deployment {self.serving}` and "
+            f"`kubectl -n {self.namespace} get {INGRESS}`.")
+
+    def _canary_failed(self, release, weight, status):
+        promoted = next((c.get("message", "") for c in status.get("conditions", [])
+                         if c.get("type") == "Promoted"), "")
+        where = f"at {weight} % of traffic" if weight else "at its first step"
+        check = self._failed_check() or "no check named in the Canary's events"
+        return MlopsError(
+            f"Flagger rolled back version {release.model_version} on {self.name} {where}: "
+            f"{check}. {promoted}".strip(),
+            f"The previous release still serves (deployment {PRIMARY}); the overlay holds "
+            f"the failed version until promote or rollback rewrites it. Details: `kubectl -n "
+            f"{self.namespace} describe canary {DEPLOYMENT}`.")
 
     def stop(self):
         """Production is not removed by `stop`; say how to do it on purpose."""
@@ -453,14 +570,20 @@ class AksTarget:
                      f"${key_variable(self.name)}; then `kubectl rollout restart` if it "
                      "changed)")
         overlay = self.overlay.relative_to(self.root)
-        if self.options.mode == "push":
+        apply = f"kubectl apply --kustomize {overlay}"
+        push = "git push <upstream> HEAD (if the desired-state commit is not there)"
+        if self.canary:
+            steps += [apply if self.options.mode == "push" else push,
+                      f"wait up to {self.options.sync_timeout:.0f} s for Flagger's Canary "
+                      f"{DEPLOYMENT}: {flagger.describe(self.settings)}"]
+        elif self.options.mode == "push":
             timeout = int(self.settings.serving.startup_timeout) + 60
-            steps += [f"kubectl apply --kustomize {overlay}",
+            steps += [apply,
                       f"kubectl --namespace {self.namespace} rollout status "
                       f"deployment/{DEPLOYMENT} --timeout={timeout}s",
                       "(if that fails) kubectl rollout undo deployment/scoring"]
         else:
-            steps += ["git push <upstream> HEAD (if the desired-state commit is not there)",
+            steps += [push,
                       f"wait up to {self.options.sync_timeout:.0f} s for Flux "
                       f"({self.flux_kustomization()}) to roll out annotation "
                       f"{ANNOTATION}={release.model_version}"]
