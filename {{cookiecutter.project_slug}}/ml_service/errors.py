@@ -20,3 +20,13 @@ class ConfigError(MlopsError):
     """A missing or invalid setting."""
 
     exit_code = 2
+
+
+class CanaryFailed(MlopsError):
+    """A canary step failed its analysis, locally (releasing/canary.py) or in Flagger's
+    hands on AKS (targets/aks.py); `reason` names the check, its measured value and the
+    step, for the revert commit and the version's `canary` tag."""
+
+    def __init__(self, what, fix, reason):
+        super().__init__(what, fix)
+        self.reason = reason

@@ -24,7 +24,7 @@ import time
 import numpy as np
 from scipy import stats
 
-from ml_service.errors import MlopsError
+from ml_service.errors import CanaryFailed
 from ml_service.monitoring import records
 from ml_service.monitoring.prediction_log import log_folder
 from training.reference import PREDICTION_COLUMN
@@ -41,14 +41,12 @@ MIN_PREDICTIONS_COMPARED = 20
 WARM_UP_REQUESTS = 5
 
 
-class CanaryFailed(MlopsError):
-    """A canary step failed its analysis (`reason`: the check and its measured value)."""
-
-    def __init__(self, version, percent, reason):
-        self.reason = f"{reason} at the {percent} % step"
-        super().__init__(f"The canary of version {version} failed: {self.reason}.",
-                         "Production serves the current release again; see the canary "
-                         "report, fix the release, then deploy and promote again.")
+def step_failed(version, percent, reason):
+    """The CanaryFailed of `version` at the step of `percent`."""
+    reason = f"{reason} at the {percent} % step"
+    return CanaryFailed(f"The canary of version {version} failed: {reason}.",
+                        "Production serves the current release again; see the canary "
+                        "report, fix the release, then deploy and promote again.", reason)
 
 
 @dataclasses.dataclass
@@ -159,7 +157,7 @@ def run(settings, client, split, current, new, report_path):
                   f"{current.model_version}; {step.failure or 'passed'}", flush=True)
             if step.failure:
                 split.route(0)
-                failure = CanaryFailed(new.model_version, percent, step.failure)
+                failure = step_failed(new.model_version, percent, step.failure)
                 verdict = f"failed: {failure.reason}"
                 raise failure
         verdict = f"passed: {', '.join(f'{percent} %' for percent in canary_settings.canary_steps)}"

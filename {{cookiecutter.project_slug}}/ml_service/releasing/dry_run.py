@@ -90,8 +90,9 @@ def promote_plan(settings):
 
 
 def canary_plan(settings, production, version):
-    """The canary's lines of the promote plan (strategy = "canary")."""
-    if settings.production.strategy != "canary":
+    """The canary's lines of the promote plan (strategy = "canary" on a local target; on
+    AKS, the target's plan shows Flagger's)."""
+    if settings.production.strategy != "canary" or settings.production.kind != "local":
         return []
     if not production.is_set:
         return ["  canary         none: no release in production to compare with, so "

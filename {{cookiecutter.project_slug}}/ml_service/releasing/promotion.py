@@ -25,7 +25,7 @@ reconciles production. No registry alias is read anywhere (see registry.py).
 import sys
 
 from ml_service import desired_state, report, tracking
-from ml_service.errors import MlopsError
+from ml_service.errors import CanaryFailed, MlopsError
 from ml_service.releasing import canary, registry
 from ml_service.releasing.deployment import (check_servable, commit_desired_state,
                                              finished_or_undone, reconcile,
@@ -205,6 +205,9 @@ def promote(settings, approved, model_version=None):
               f"{previous.model_version if previous.is_set else 'nothing'}", file=sys.stderr)
         raise
     except MlopsError as failure:
+        if isinstance(failure, CanaryFailed):  # (locally, canary.run tagged it already)
+            client.set_model_version_tag(settings.model.name, version, canary.CANARY_TAG,
+                                         f"failed: {failure.reason}")
         if not previous.is_set:
             raise MlopsError(f"Promotion of version {version} failed: {failure.what}",
                              "There was no earlier production version to roll back to. "
@@ -212,7 +215,7 @@ def promote(settings, approved, model_version=None):
         restored = restore_production(
             settings, client, previous.model_version,
             f"Revert the canary of version {version}: {failure.reason}"
-            if isinstance(failure, canary.CanaryFailed) else
+            if isinstance(failure, CanaryFailed) else
             f"Roll back production to version {previous.model_version}: "
             f"version {version} failed its production smoke test")
         raise MlopsError(f"Promotion of version {version} failed and was rolled back: "

@@ -42,7 +42,7 @@ from pathlib import Path
 import yaml
 
 from ml_service import desired_state, git
-from ml_service.errors import MlopsError
+from ml_service.errors import CanaryFailed, MlopsError
 from ml_service.release import Deployment, http_status, key_headers, key_variable, scoring_key
 from ml_service.targets import flagger
 
@@ -543,12 +543,12 @@ class AksTarget:
                          if c.get("type") == "Promoted"), "")
         where = f"at {weight} % of traffic" if weight else "at its first step"
         check = self._failed_check() or "no check named in the Canary's events"
-        return MlopsError(
+        return CanaryFailed(
             f"Flagger rolled back version {release.model_version} on {self.name} {where}: "
             f"{check}. {promoted}".strip(),
             f"The previous release still serves (deployment {PRIMARY}); the overlay holds "
             f"the failed version until promote or rollback rewrites it. Details: `kubectl -n "
-            f"{self.namespace} describe canary {DEPLOYMENT}`.")
+            f"{self.namespace} describe canary {DEPLOYMENT}`.", f"{check} {where}")
 
     def stop(self):
         """Production is not removed by `stop`; say how to do it on purpose."""
