@@ -210,6 +210,18 @@ def write_report(path, settings, current, new, steps):
     path.write_text("\n".join(lines))
 
 
+def write_flagger_report(path, settings, current_version, new_version, reason=None):
+    """The verdict of Flagger's canary on AKS as markdown (its measurements stay in the
+    cluster's Prometheus; `kubectl describe canary scoring` lists its events)."""
+    steps = ", ".join(f"{percent} %" for percent in settings.production.canary_steps)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([
+        f"## Canary of {settings.model.name} version {new_version} (current: version "
+        f"{current_version}), run by Flagger on AKS", "",
+        f"**Rolled back**: {reason}." if reason else f"**Promoted**: every step passed ({steps}).",
+        "", f"Analysis: {plan(settings, current_version, new_version)}.", ""]))
+
+
 def plan(settings, current_version, new_version):
     """The canary in words, for --dry-run promote."""
     production = settings.production

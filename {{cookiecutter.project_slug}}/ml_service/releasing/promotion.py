@@ -149,6 +149,18 @@ def canary_first(settings, previous):
     return production.kind == "local" and previous.is_set
 
 
+def report_flagger_canary(settings, previous, version, failure=None):
+    """On AKS with strategy = "canary": Flagger's verdict on the CI run's summary, as a
+    local canary's report is."""
+    production = settings.production
+    if production.strategy != "canary" or production.kind != "aks" or not previous.is_set:
+        return
+    path = settings.project_root / ".mlops" / "production-canary.md"
+    canary.write_flagger_report(path, settings, previous.model_version, version,
+                                failure.reason if failure else None)
+    report.publish_document("promote", path)
+
+
 def run_canary(settings, client, previous, release):
     """Production's traffic split between `previous` (a desired state) and `release`,
     through every step; the report goes to the CI run's summary. Raises CanaryFailed."""
@@ -188,6 +200,7 @@ def promote(settings, approved, model_version=None):
         if with_canary:
             run_canary(settings, client, previous, release)
         reconcile(settings, client, "production")
+        report_flagger_canary(settings, previous, version)
         deployment = smoke_test(settings, "production")
     except KeyboardInterrupt:
         # Undone like a failed smoke test: production goes back to what it ran before.
@@ -208,6 +221,7 @@ def promote(settings, approved, model_version=None):
         if isinstance(failure, CanaryFailed):  # (locally, canary.run tagged it already)
             client.set_model_version_tag(settings.model.name, version, canary.CANARY_TAG,
                                          f"failed: {failure.reason}")
+            report_flagger_canary(settings, previous, version, failure)
         if not previous.is_set:
             raise MlopsError(f"Promotion of version {version} failed: {failure.what}",
                              "There was no earlier production version to roll back to. "

@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from ml_service.releasing.canary import judge
+from ml_service.releasing.canary import judge, write_flagger_report
 
 SAME = np.linspace(0, 1, 200)
 
@@ -81,3 +81,16 @@ def test_without_enough_recorded_predictions_they_are_not_compared(canary, setti
     step = judge(canary, settings.monitoring, 10, counts(), [5.0] * 900,
                  lambda: (SAME[:19], SAME))
     assert step.failure is None and step.predictions == "not compared (19 and 200 recorded)"
+
+
+def test_flagger_s_verdict_is_reported_as_the_local_one_is(settings, tmp_path):
+    path = tmp_path / "production-canary.md"
+    write_flagger_report(path, settings, "2", "3",
+                         "Halt scoring.ns advancement error-rate 0.05 > 0.01 at 10 % of traffic")
+    report = path.read_text()
+    assert report.startswith(f"## Canary of {settings.model.name} version 3 (current: version "
+                             "2), run by Flagger on AKS")
+    assert "**Rolled back**: Halt scoring.ns advancement error-rate 0.05 > 0.01 at 10 % of " \
+           "traffic." in report
+    write_flagger_report(path, settings, "2", "3")
+    assert "**Promoted**: every step passed (10 %, 50 %, 100 %)." in path.read_text()
