@@ -377,14 +377,16 @@ class LocalTarget(LoopbackTarget):
                                      "changed.", f"See the server log {self.log_file}.")
                 started.append(server)
             split = self._start_split_proxy(*started)
-            with signals_held():
-                for server in self.servers():
-                    _stop_group(server)
-                self._write_record([])
         except BaseException:
             with signals_held():
                 self._stop_split()
             raise
+        # From here the split serves the port: an interrupt leaves it serving, for the
+        # caller's deploy to end (stopping it now would leave the port unserved).
+        with signals_held():
+            for server in self.servers():
+                _stop_group(server)
+            self._write_record([])
         return split
 
     def _start_split_proxy(self, stable, canary):

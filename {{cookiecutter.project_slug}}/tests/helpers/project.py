@@ -167,7 +167,9 @@ def kill_local_servers(settings, timeout=30):
     is tested in tests/targets/test_local.py)."""
     servers = [server for name in TARGET_NAMES
                if settings.target_settings(name).kind == "local"
-               for server in LocalTarget(name, settings).servers()]
+               for target in [LocalTarget(name, settings)]
+               # and a canary's traffic split, if a test stopped during one
+               for server in [*target.servers(), *target.split_processes()]]
     for server in servers:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGKILL)

@@ -9,6 +9,9 @@ works on its own copy, with its own ports.
 """
 import collections
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -28,6 +31,7 @@ from ml_service.releasing.image import build_image
 from ml_service.releasing.promotion import promote
 from ml_service.releasing.smoke import smoke_test
 from ml_service.targets import get_target
+from tests.conftest import cli_env
 from tests.helpers.project import (copy_checkout, copy_project, free_port, git, kept_unchanged,
                                    kill_local_servers)
 from training.data import SAMPLE_FEATURES, SAMPLE_TARGET, sample_table
@@ -205,3 +209,37 @@ def test_a_bad_release_is_rolled_back_at_the_first_step(production):
         tags = MlflowClient(settings.tracking.uri).get_model_version(settings.model.name,
                                                                      version).tags
         assert tags[CANARY_TAG].startswith(f"failed: {failed_check}")
+
+
+def test_ctrl_c_during_a_canary_ends_it_on_the_current_release(production):
+    """SIGINT to promote during the canary's first step: the current release serves
+    alone again, git names it, the split is gone and the version says why."""
+    root, settings = production
+    staged(settings, "2")
+    environ = {"MLOPS_STAGING_PORT": str(settings.staging.port),
+               "MLOPS_PRODUCTION_PORT": str(settings.production.port),
+               "MLOPS_SERVING_WORKERS": "1",
+               **CANARY, "MLOPS_PRODUCTION_CANARY_STEP_SECONDS": "60"}
+    production_target = get_target("production", settings)
+    with Probe(settings) as probe:
+        promoting = subprocess.Popen(
+            [sys.executable, "-m", "ml_service", "promote", "--approve"], cwd=root,
+            env=cli_env(**environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True)
+        try:
+            deadline = time.monotonic() + 120
+            # In the first step: the canary has answered.
+            while ("200", "2") not in probe.answers and time.monotonic() < deadline:
+                time.sleep(0.1)
+            promoting.send_signal(signal.SIGINT)
+            output, _ = promoting.communicate(timeout=120)
+        finally:
+            promoting.kill()
+    assert promoting.returncode == 130, output
+    assert probe.failures == []
+    assert production_target.split_processes() == []
+    assert production_target.status().model_version == "1"
+    assert desired_state.read(settings, "production").model_version == "1"
+    assert git(root, "status", "--porcelain", "deploy") == ""
+    tags = MlflowClient(settings.tracking.uri).get_model_version(settings.model.name, "2").tags
+    assert tags[CANARY_TAG] == "stopped: the promotion was interrupted"
