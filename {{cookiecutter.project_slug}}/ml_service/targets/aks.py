@@ -51,6 +51,7 @@ DEPLOYMENT = "scoring"
 # runs only a canary, scaled to zero between releases.
 PRIMARY = "scoring-primary"
 CANARY = "canary/scoring"
+FLAGGER_CRD = "canaries.flagger.app"
 INGRESS = "ingress/scoring"
 # Phases the Canary ends a release in: Initialized is the first release ever, which
 # Flagger promotes without an analysis (there is nothing to compare it with).
@@ -370,6 +371,13 @@ class AksTarget:
         this overlay. Otherwise the commit would never reach production: refuse, with
         what to set up. An unreachable cluster is refused the same way."""
         flagger.check_canary_manifest(self.settings, self.overlay)
+        if self.canary and self._object("crd", FLAGGER_CRD) is None:
+            raise MlopsError(f"Cluster {self.options.cluster} has no Flagger (no "
+                             f"CustomResourceDefinition {FLAGGER_CRD}): with strategy = "
+                             "\"canary\" nothing would analyse or promote the new release. "
+                             "Nothing was committed.",
+                             "Install Flagger and what it needs (deploy/canary/README.md, "
+                             "Prerequisites), or set [production] strategy = \"direct\".")
         if self.options.mode != "gitops":
             return
         remote, branch = self._upstream()

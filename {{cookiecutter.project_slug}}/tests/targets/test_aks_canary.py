@@ -42,6 +42,7 @@ class FakeFlagger(FakeCluster):
         self.primary = None
         self.events = []
         self.restarted = False
+        self.installed = True  # Flagger's CRDs
 
     def promote(self):
         self.primary = copy.deepcopy(self.deployment)
@@ -67,6 +68,11 @@ class FakeFlagger(FakeCluster):
         if args[:3] == ["rollout", "restart", f"deployment/{aks.PRIMARY}"]:
             self.restarted = True
             return 0, "deployment.apps/scoring-primary restarted\n", ""
+        if args[:2] == ["get", f"crd/{aks.FLAGGER_CRD}"]:
+            if not self.installed:
+                return 1, "", ('Error from server (NotFound): customresourcedefinitions'
+                               f'.apiextensions.k8s.io "{aks.FLAGGER_CRD}" not found')
+            return 0, json.dumps({"metadata": {"name": aks.FLAGGER_CRD}}), ""
         if args[:2] == ["get", "events"]:
             return 0, json.dumps({"items": self.events}), ""
         return super().answer(command, args)
@@ -175,6 +181,16 @@ def test_check_ready_refuses_a_canary_strategy_without_the_component(
     with pytest.raises(MlopsError, match="does not include the Flagger component"):
         target(settings, cluster).check_ready()
     assert cluster.commands == []
+
+
+def test_check_ready_refuses_a_cluster_without_flagger(project, settings, kubectl):  # noqa: F811
+    settings = canary_production(project, settings)
+    cluster = FakeFlagger(kubectl, [])
+    target(settings, cluster).check_ready()
+    cluster.installed = False
+    with pytest.raises(MlopsError, match="has no Flagger .*canaries.flagger.app.*Nothing "
+                                         "was committed.*deploy/canary/README.md"):
+        target(settings, cluster).check_ready()
 
 
 def test_dry_run_plan_lists_the_steps_and_thresholds(project, settings, kubectl):  # noqa: F811
