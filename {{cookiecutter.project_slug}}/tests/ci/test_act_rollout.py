@@ -12,7 +12,8 @@ from tests.helpers.act import run_job
 from tests.helpers.ci_checkout import actions_checkout_sha
 from tests.helpers.platform_rules import NEW_BRANCH, push_fires
 from tests.ci.test_harness import load_workflow
-from tests.helpers.project import PROJECT_ROOT, git, promotion_then_unrelated_push
+from tests.helpers.ci_scenarios import promotion_then_unrelated_push
+from tests.helpers.project import PROJECT_ROOT, git
 
 WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "production.yml"
 

@@ -22,7 +22,8 @@ from tests.helpers.ci_checkout import actions_checkout_sha
 from tests.helpers.hosting_api import github_env, recording_api
 from tests.helpers.platform_rules import (NEW_BRANCH, WORKFLOW_TOKEN, event_starts_runs,
                                           protect_main, push_fires)
-from tests.helpers.project import PROJECT_ROOT, git, promotion_then_unrelated_push
+from tests.helpers.ci_scenarios import promotion_then_unrelated_push
+from tests.helpers.project import PROJECT_ROOT, git
 
 WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "production.yml"
 

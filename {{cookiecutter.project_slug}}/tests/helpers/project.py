@@ -1,6 +1,6 @@
 """What many tests need: the project's root folder, a fresh copy of it, a test's own copy
-of a shared one, a guard on shared folders, a free port, a git command, pushes to a
-remote, and a quick end to the local servers a test started."""
+of a shared one, a guard on shared folders, a free port, a git command, a push to a new remote
+and a quick end to the local servers a test started."""
 import contextlib
 import json
 import os
@@ -143,21 +143,6 @@ def push_to_new_remote(project, remote):
     git(project, "remote", "add", "origin", str(remote))
     git(project, "push", "--quiet", "-u", "origin", "main")
     return remote
-
-
-def promotion_then_unrelated_push(source, version="7"):
-    """In `source`, commit production's desired state naming `version` (an image no
-    production can run) and push it, then a teammate's unrelated commit to README.md,
-    pushed too: main moved on after the promotion. Return (promotion, unrelated)."""
-    settings = load_settings(source / "mlops.toml", environ={})
-    path = desired_state.write(settings, "production", desired_state.DesiredState(
-        model_version=version, image=f"model:{version}", image_digest=""))
-    promotion = desired_state.commit(settings, path, f"Promote version {version} to production")
-    git(source, "push", "--quiet", "origin", "main")
-    (source / "README.md").write_text("A teammate's edit\n")
-    git(source, "commit", "--quiet", "-am", "Unrelated change")
-    git(source, "push", "--quiet", "origin", "main")
-    return promotion, git(source, "rev-parse", "HEAD")
 
 
 def kill_local_servers(settings, timeout=30):

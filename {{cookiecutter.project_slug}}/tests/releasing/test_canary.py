@@ -211,9 +211,11 @@ def test_a_bad_release_is_rolled_back_at_the_first_step(production):
         assert tags[CANARY_TAG].startswith(f"failed: {failed_check}")
 
 
-def test_ctrl_c_during_a_canary_ends_it_on_the_current_release(production):
-    """SIGINT to promote during the canary's first step: the current release serves
-    alone again, git names it, the split is gone and the version says why."""
+def test_an_interrupted_canary_ends_on_the_current_release(production):
+    """SIGTERM (a cancelled CI job; the CLI unwinds it as Ctrl-C) to promote during the
+    canary's first step: the current release serves alone again, git names it, the split
+    is gone and the version says why. Not SIGINT: an xdist worker ignores it, and its
+    children inherit that."""
     root, settings = production
     staged(settings, "2")
     environ = {"MLOPS_STAGING_PORT": str(settings.staging.port),
@@ -231,7 +233,7 @@ def test_ctrl_c_during_a_canary_ends_it_on_the_current_release(production):
             # In the first step: the canary has answered.
             while ("200", "2") not in probe.answers and time.monotonic() < deadline:
                 time.sleep(0.1)
-            promoting.send_signal(signal.SIGINT)
+            promoting.send_signal(signal.SIGTERM)
             output, _ = promoting.communicate(timeout=120)
         finally:
             promoting.kill()
