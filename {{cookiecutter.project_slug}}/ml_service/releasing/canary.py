@@ -41,6 +41,19 @@ MIN_PREDICTIONS_COMPARED = 20
 WARM_UP_REQUESTS = 5
 
 
+def percentages(steps, separator=", "):
+    """`steps` as text: "10 %, 50 %, 100 %"."""
+    return separator.join(f"{percent} %" for percent in steps)
+
+
+def errors_beyond_rate(canary_settings, canary):
+    """Whether the canary's server errors exceed canary_max_error_rate even if every
+    request up to canary_min_requests succeeds: a step with them fails at once, so a
+    broken release meets as little traffic as possible."""
+    return canary["server_errors"] > canary_settings.canary_max_error_rate * max(
+        canary["requests"], canary_settings.canary_min_requests)
+
+
 def step_failed(version, percent, reason):
     """The CanaryFailed of `version` at the step of `percent`."""
     reason = f"{reason} at the {percent} % step"
@@ -81,10 +94,7 @@ def judge(canary_settings, monitoring, percent, counts, current_latencies, predi
     canary, current = counts["canary_counts"], counts["stable_counts"]
     step = Step(percent, canary["requests"], current["requests"], canary["server_errors"],
                 p99(canary["latencies_ms"]), p99(current_latencies))
-    # Errors beyond the rate even if every request up to canary_min_requests succeeded
-    # fail the step at once: a broken release meets as little traffic as possible.
-    if canary["server_errors"] > canary_settings.canary_max_error_rate * max(
-            canary["requests"], canary_settings.canary_min_requests):
+    if errors_beyond_rate(canary_settings, canary):
         step.failure = (f"error rate {canary['server_errors'] / canary['requests']:.3f} "
                         f"({canary['server_errors']} server errors in {canary['requests']} "
                         f"requests) > canary_max_error_rate = "
@@ -160,7 +170,7 @@ def run(settings, client, split, current, new, report_path):
                 failure = step_failed(new.model_version, percent, step.failure)
                 verdict = f"failed: {failure.reason}"
                 raise failure
-        verdict = f"passed: {', '.join(f'{percent} %' for percent in canary_settings.canary_steps)}"
+        verdict = f"passed: {percentages(canary_settings.canary_steps)}"
         return steps
     finally:
         if steps:
@@ -187,9 +197,8 @@ def wait_for_step(canary_settings, split):
         canary = counts["canary_counts"]
         elapsed = time.monotonic() - started
         enough = canary["requests"] >= canary_settings.canary_min_requests
-        failing = canary["server_errors"] > canary_settings.canary_max_error_rate * max(
-            canary["requests"], canary_settings.canary_min_requests)
-        if failing or (enough and elapsed >= canary_settings.canary_step_seconds) or \
+        if errors_beyond_rate(canary_settings, canary) or \
+                (enough and elapsed >= canary_settings.canary_step_seconds) or \
                 elapsed >= MAX_STEP_LENGTHS * canary_settings.canary_step_seconds:
             return counts
 
@@ -201,7 +210,7 @@ def write_report(path, settings, current, new, steps):
              f"(current: version {current.model_version})", "",
              f"**{'Rolled back' if failed else 'Promoted'}**"
              + (f": {failed.failure} at the {failed.percent} % step." if failed else
-                f": every step passed ({', '.join(f'{s.percent} %' for s in steps)})."), "",
+                f": every step passed ({percentages(step.percent for step in steps)})."), "",
              "| step | canary requests | current requests | canary 5xx | canary p99 "
              "| current p99 | predictions | verdict |",
              "|---|---|---|---|---|---|---|---|",
@@ -213,7 +222,7 @@ def write_report(path, settings, current, new, steps):
 def write_flagger_report(path, settings, current_version, new_version, reason=None):
     """The verdict of Flagger's canary on AKS as markdown (its measurements stay in the
     cluster's Prometheus; `kubectl describe canary scoring` lists its events)."""
-    steps = ", ".join(f"{percent} %" for percent in settings.production.canary_steps)
+    steps = percentages(settings.production.canary_steps)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join([
         f"## Canary of {settings.model.name} version {new_version} (current: version "
@@ -226,7 +235,7 @@ def plan(settings, current_version, new_version):
     """The canary in words, for --dry-run promote."""
     production = settings.production
     return (f"canary: version {new_version} takes "
-            f"{', then '.join(f'{percent} %' for percent in production.canary_steps)} of "
+            f"{percentages(production.canary_steps, ', then ')} of "
             f"production's traffic beside version {current_version}, each step at least "
             f"{production.canary_step_seconds:g} s and {production.canary_min_requests} "
             "canary requests; a step fails (and production rolls back to version "

@@ -149,13 +149,21 @@ def canary_first(settings, previous):
     return production.kind == "local" and previous.is_set
 
 
-def report_flagger_canary(settings, previous, version, failure=None):
+def canary_report_path(settings):
+    return settings.project_root / ".mlops" / "production-canary.md"
+
+
+def report_flagger_canary(settings, client, previous, version, failure=None):
     """On AKS with strategy = "canary": Flagger's verdict on the CI run's summary, as a
-    local canary's report is."""
+    local canary's report is, and a failure on the version's `canary` tag (canary.run
+    tags a local one)."""
     production = settings.production
     if production.strategy != "canary" or production.kind != "aks" or not previous.is_set:
         return
-    path = settings.project_root / ".mlops" / "production-canary.md"
+    if failure is not None:
+        client.set_model_version_tag(settings.model.name, version, canary.CANARY_TAG,
+                                     f"failed: {failure.reason}")
+    path = canary_report_path(settings)
     canary.write_flagger_report(path, settings, previous.model_version, version,
                                 failure.reason if failure else None)
     report.publish_document("promote", path)
@@ -165,7 +173,7 @@ def run_canary(settings, client, previous, release):
     """Production's traffic split between `previous` (a desired state) and `release`,
     through every step; the report goes to the CI run's summary. Raises CanaryFailed."""
     current = registry.release_for(client, settings, previous.model_version)
-    report_path = settings.project_root / ".mlops" / "production-canary.md"
+    report_path = canary_report_path(settings)
     report_path.unlink(missing_ok=True)
     split = get_target("production", settings).start_split(current, release)
     try:
@@ -200,7 +208,7 @@ def promote(settings, approved, model_version=None):
         if with_canary:
             run_canary(settings, client, previous, release)
         reconcile(settings, client, "production")
-        report_flagger_canary(settings, previous, version)
+        report_flagger_canary(settings, client, previous, version)
         deployment = smoke_test(settings, "production")
     except KeyboardInterrupt:
         # Undone like a failed smoke test: production goes back to what it ran before.
@@ -218,10 +226,8 @@ def promote(settings, approved, model_version=None):
               f"{previous.model_version if previous.is_set else 'nothing'}", file=sys.stderr)
         raise
     except MlopsError as failure:
-        if isinstance(failure, CanaryFailed):  # (locally, canary.run tagged it already)
-            client.set_model_version_tag(settings.model.name, version, canary.CANARY_TAG,
-                                         f"failed: {failure.reason}")
-            report_flagger_canary(settings, previous, version, failure)
+        if isinstance(failure, CanaryFailed):
+            report_flagger_canary(settings, client, previous, version, failure)
         if not previous.is_set:
             raise MlopsError(f"Promotion of version {version} failed: {failure.what}",
                              "There was no earlier production version to roll back to. "

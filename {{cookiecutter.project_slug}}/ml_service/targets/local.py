@@ -207,13 +207,8 @@ class LocalTarget(LoopbackTarget):
         """Every running server this project started for this target, oldest first: the
         recorded ones and any a crash left unrecorded, each confirmed by its command line."""
         bind = f"127.0.0.1:{self.port}"
-        found = {}
-        for cmdline in PROC.glob("[0-9]*/cmdline"):
-            pid = int(cmdline.parent.name)
-            command = _command_line(pid)
-            # The group leader only: the workers are forked from it with the same command.
-            if command and self.mark in command and bind in command and _group_leader(pid):
-                found[pid] = Server.of_process(pid, command)
+        found = {pid: Server.of_process(pid, command)
+                 for pid, command in _marked_processes(self.mark) if bind in command}
         recorded = [entry["pid"] for entry in self._record()]
         return sorted(found.values(),
                       key=lambda server: (server.pid not in recorded,
@@ -223,13 +218,9 @@ class LocalTarget(LoopbackTarget):
     def split_processes(self):
         """The processes of a canary's traffic split on this target (its proxy first,
         then its servers); none outside a canary."""
-        found = []
-        for cmdline in PROC.glob("[0-9]*/cmdline"):
-            pid = int(cmdline.parent.name)
-            command = _command_line(pid)
-            if command and self.split_mark in command and _group_leader(pid):
-                found.append(Server.of_process(pid, command) if "--config" in command
-                             else Process(pid, tuple(command), _start_ticks(pid)))
+        found = [Server.of_process(pid, command) if "--config" in command
+                 else Process(pid, tuple(command), _start_ticks(pid))
+                 for pid, command in _marked_processes(self.split_mark)]
         return sorted(found, key=lambda process: (isinstance(process, Server), process.pid))
 
     def _foreign_listeners(self, servers):
@@ -399,7 +390,7 @@ class LocalTarget(LoopbackTarget):
                 process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                            stdin=subprocess.DEVNULL, start_new_session=True,
                                            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
-        split = TrafficSplit(control, stable, canary)
+        split = TrafficSplit(control)
         deadline = time.monotonic() + SPLIT_START_TIMEOUT
         while time.monotonic() < deadline and process.poll() is None:
             if http_status(split.control_url, timeout=1) == 200:
@@ -464,9 +455,8 @@ class LocalTarget(LoopbackTarget):
 class TrafficSplit:
     """The canary's split proxy, driven over its control port (traffic_split.py)."""
 
-    def __init__(self, control_port, stable, canary):
+    def __init__(self, control_port):
         self.control_url = f"http://127.0.0.1:{control_port}/split"
-        self.stable, self.canary = stable, canary
 
     def route(self, canary_percent):
         """Send `canary_percent` % of requests to the canary from now on; counts restart."""
@@ -486,6 +476,16 @@ def _arguments(command):
     """The server's arguments: what follows the program, which /proc shows as
     `python .../gunicorn` where it was started as `.../gunicorn`."""
     return tuple(command[command.index("--config"):]) if "--config" in command else ()
+
+
+def _marked_processes(mark):
+    """(pid, command line) of every process group leader whose command line holds
+    `mark`: the workers are forked from it with the same command."""
+    for cmdline in PROC.glob("[0-9]*/cmdline"):
+        pid = int(cmdline.parent.name)
+        command = _command_line(pid)
+        if command and mark in command and _group_leader(pid):
+            yield pid, command
 
 
 def _group_leader(pid):

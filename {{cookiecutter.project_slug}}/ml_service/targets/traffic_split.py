@@ -151,7 +151,7 @@ class Split:
                 close = self.stopping or bool(_CLOSE.search(head)) or (
                     head.split(b"\r\n", 1)[0].endswith(b"HTTP/1.0")
                     and not _KEEP_ALIVE.search(head))
-                refusal = await self.request_refusal(reader, head)
+                refusal = self.request_refusal(head)
                 if refusal:
                     writer.write(refusal)
                     return
@@ -175,7 +175,7 @@ class Split:
         finally:
             writer.close()
 
-    async def request_refusal(self, reader, head):
+    def request_refusal(self, head):
         """The answer for a request this proxy does not forward, or None."""
         if _CHUNKED.search(head):
             return answer(411, "Length Required",

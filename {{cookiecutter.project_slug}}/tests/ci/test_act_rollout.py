@@ -4,15 +4,13 @@ step semantics as act implements them, not as tests/ci/test_harness.py models th
 Which pushes start the workflow (the `paths` filter on a branch-creating push) stays
 with tests/helpers/platform_rules.py; the remote actions are local stand-ins
 (tests/helpers/act.py)."""
-import shutil
 
 import pytest
 
 from tests.helpers.act import run_job
-from tests.helpers.ci_checkout import actions_checkout_sha
 from tests.helpers.platform_rules import NEW_BRANCH, push_fires
 from tests.ci.test_harness import load_workflow
-from tests.helpers.ci_scenarios import promotion_then_unrelated_push
+from tests.helpers.ci_scenarios import promotion_then_unrelated_push, rollout_workspace
 from tests.helpers.project import PROJECT_ROOT, git
 
 WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "production.yml"
@@ -24,10 +22,8 @@ pytestmark = [pytest.mark.slow,
 
 def roll_out(remote, tmp_path, migrated_database, sha, before):
     """act runs the rollout job for the push of `sha` (after `before`) to main."""
-    workspace = tmp_path / "runner" / "workspace"
-    actions_checkout_sha(remote, workspace, sha, depth=2)
-    (workspace / "mlruns").mkdir()
-    shutil.copy(migrated_database, workspace / "mlruns" / "mlflow.db")
+    workspace = rollout_workspace(remote, tmp_path / "runner" / "workspace", sha,
+                                  migrated_database)
     event = {"ref": "refs/heads/main", "before": before, "after": sha,
              "repository": {"full_name": "example/project", "default_branch": "main"}}
     return run_job(WORKFLOW, "rollout", workspace, event, tmp_path / "act", remote,

@@ -10,7 +10,6 @@ Modelled here, as GitHub documents them:
   (fetch by id, depth 2, detached), while main may have moved on since the push.
 """
 import os
-import shutil
 import subprocess
 
 import pytest
@@ -18,11 +17,10 @@ import pytest
 from ml_service import desired_state
 from ml_service.config import load_settings
 from tests.ci.test_harness import Harness, load_workflow, what_happened
-from tests.helpers.ci_checkout import actions_checkout_sha
 from tests.helpers.hosting_api import github_env, recording_api
 from tests.helpers.platform_rules import (NEW_BRANCH, WORKFLOW_TOKEN, event_starts_runs,
                                           protect_main, push_fires)
-from tests.helpers.ci_scenarios import promotion_then_unrelated_push
+from tests.helpers.ci_scenarios import promotion_then_unrelated_push, rollout_workspace
 from tests.helpers.project import PROJECT_ROOT, git
 
 WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "production.yml"
@@ -35,9 +33,7 @@ def play_rollout(remote, tmp_path, migrated_database, sha, before, environ=None)
     """Play the rollout job for a push of `sha` (after `before`) in a fresh runner, with
     `environ` added to the runner's environment."""
     checkout, temp = tmp_path / "runner" / "checkout", tmp_path / "runner" / "temp"
-    actions_checkout_sha(remote, checkout, sha, depth=2)
-    (checkout / "mlruns").mkdir()
-    shutil.copy(migrated_database, checkout / "mlruns" / "mlflow.db")
+    rollout_workspace(remote, checkout, sha, migrated_database)
     temp.mkdir()
     workflow = load_workflow(WORKFLOW)
     harness = Harness(checkout, temp, {"MLOPS_PRODUCTION_KIND": "local", **(environ or {})})
