@@ -120,6 +120,16 @@ def check_canary_manifest(settings, overlay_dir):
             f"{overlay}/kustomization.yaml.")
     if not included:
         return
+    # Flagger spends an interval on each step and at least one more promoting.
+    least = len(settings.production.canary_steps) * math.ceil(
+        settings.production.canary_step_seconds)
+    if settings.production.sync_timeout < least:
+        raise MlopsError(
+            f"[production] sync_timeout is {settings.production.sync_timeout:g} s, but "
+            f"Flagger's canary takes at least {least} s (a canary_step_seconds for each step "
+            "and one to promote): deploy would always give up waiting.",
+            f"Set sync_timeout above {least} s (with room for the pods' start-up) in "
+            "mlops.toml.")
     path = component / ANALYSIS_FILE
     committed = (yaml.safe_load(path.read_text()) or {}).get("spec", {}).get("analysis")
     expected = canary_analysis(settings)

@@ -173,6 +173,15 @@ def test_check_refuses_the_component_with_the_direct_strategy(canary_project):
                                       overlay)
 
 
+def test_check_refuses_a_sync_timeout_shorter_than_the_steps(canary_project):
+    overlay = canary_project / "deploy" / "overlays" / "production"
+    settings = project_settings(canary_project, strategy="canary", sync_timeout=150.0)
+    with pytest.raises(MlopsError) as raised:
+        flagger.check_canary_manifest(settings, overlay)
+    assert "takes at least 180 s" in raised.value.what
+    assert "Set sync_timeout above 180 s" in raised.value.fix
+
+
 def test_a_single_step_is_not_a_canary(canary_project):
     with pytest.raises(MlopsError, match="needs a step below 100"):
         flagger.canary_analysis(project_settings(canary_project, canary_steps=(100,)))

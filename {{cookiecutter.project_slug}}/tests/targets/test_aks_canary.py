@@ -9,11 +9,14 @@ import json
 
 import pytest
 
+from ml_service import desired_state
 from ml_service.errors import MlopsError
 from ml_service.targets import aks
 from tests.deploy.test_canary_manifests import enable_canary
-from tests.targets.test_aks import (LB_IP, FakeCluster, kubectl, production,  # noqa: F401
-                                    set_desired, target)
+from tests.helpers.project import git, push_to_new_remote
+from tests.releasing.test_dry_run import released, run_dry, signed_out  # noqa: F401
+from tests.targets.test_aks import (LB_IP, FakeCluster, flux_follows, kubectl,  # noqa: F401
+                                    production, set_desired, target)
 
 NAMESPACE_EVENTS = [
     {"type": "Normal", "lastTimestamp": "2026-01-01T10:00:00Z",
@@ -174,6 +177,45 @@ def test_the_same_release_again_is_not_waited_for(project, settings, kubectl):  
     assert target(settings, cluster).deploy(rel).model_version == "2"
 
 
+def flux_applies_new_commits(cluster, project, remote):
+    """Play Flux: when the Canary is read, apply the overlay of the remote's main if it
+    got a new commit since Flux last looked."""
+    checkout = project.parent / f"{project.name}-flux"
+    git(project.parent, "clone", "--quiet", str(remote), str(checkout))
+    answer = cluster.answer
+
+    def with_flux(command, args):
+        if args[:2] == ["get", aks.CANARY]:
+            before = git(checkout, "rev-parse", "HEAD")
+            git(checkout, "pull", "--quiet")
+            if git(checkout, "rev-parse", "HEAD") != before:
+                cluster.apply(checkout / "deploy" / "overlays" / "production")
+        return answer(command, args)
+
+    cluster.answer = with_flux
+
+
+def test_gitops_waits_for_the_canary_of_the_pushed_commit(
+        project, settings, kubectl, tmp_path, capsys):  # noqa: F811
+    enable_canary(project / "deploy" / "overlays" / "production")
+    settings = production(settings, "gitops", strategy="canary")
+    set_desired(settings, "2")
+    remote = push_to_new_remote(project, tmp_path.parent / f"{tmp_path.name}-remote.git")
+    cluster = serving_version(settings, kubectl, "2")
+    cluster.script = [canary_status("Progressing", 10), canary_status("Succeeded", 0)]
+    flux_follows(cluster, settings, str(remote))
+    flux_applies_new_commits(cluster, project, remote)
+    rel = set_desired(settings, "3")
+    commit = desired_state.commit(settings, desired_state.overlay_file(settings, "production"),
+                                  "Promote version 3")
+    production_target = target(settings, cluster)
+    production_target.check_ready()
+    deployment = production_target.deploy(rel)
+    assert deployment.healthy and deployment.model_version == "3"
+    assert git(project, "rev-parse", "origin/main") == commit
+    assert steps_printed(capsys)[-1] == "canary: Succeeded, version 3 takes all traffic"
+
+
 def test_check_ready_refuses_a_canary_strategy_without_the_component(
         project, settings, kubectl):  # noqa: F811
     cluster = FakeFlagger(kubectl, [])
@@ -200,3 +242,13 @@ def test_dry_run_plan_lists_the_steps_and_thresholds(project, settings, kubectl)
             "60s each, then 100 %; rolled back at the first step with under 50 canary "
             "requests, 5xx above 1.0% or p99 above 1.5 x the primary's (over 20 ms)") in text
     assert "kind: Canary" in text and "rollout status" not in text
+
+
+def test_dry_run_promote_prints_the_canary_plan(run_cli, released, signed_out):  # noqa: F811
+    enable_canary(released / "deploy" / "overlays" / "production")
+    git(released, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam",
+        "production by canary")
+    text = run_dry(run_cli, signed_out, "promote", MLOPS_PRODUCTION_KIND="aks",
+                   MLOPS_PRODUCTION_STRATEGY="canary")
+    assert "for Flagger's Canary scoring: steps 10 %, 50 % of traffic, 60s each" in text
+    assert git(released, "status", "--porcelain") == ""
