@@ -10,6 +10,7 @@ deployment manifest deploy/edge/deployment.json (targets/edge_manifest.py), whic
 `az iot edge set-modules` applies as it is, committed the same way.
 """
 import dataclasses
+import json
 import re
 
 import yaml
@@ -87,10 +88,12 @@ def write(settings, target, state):
     text = path.read_text()
     start, end = _block(text, path)
     name, _, tag = state.image.rpartition(":")
+    # Quoted: YAML reads an unquoted tag such as 20261205 or 1.10 as a number, which
+    # kustomize refuses (newTag must be a string) and read() would misquote.
     values = {
-        "newName": name,
-        "newTag": tag,
-        "digest": f'"{state.image_digest}"',
+        "newName": json.dumps(name),
+        "newTag": json.dumps(tag),
+        "digest": json.dumps(state.image_digest),
         "MODEL_VERSION": state.model_version,
         "IMAGE_DIGEST": state.image_digest or UNSET_VERSION,
     }

@@ -15,6 +15,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from ml_service import desired_state
+from ml_service.config import load_settings
 from tests.helpers.project import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy"
@@ -81,19 +83,6 @@ def read_desired_state(kustomization_file):
     (generator,) = [g for g in data["configMapGenerator"] if g["name"] == "scoring-model"]
     literals = dict(item.split("=", 1) for item in generator["literals"])
     return image, literals
-
-
-def set_desired_state(kustomization_file, *, image, tag, digest, model_version):
-    """A minimal stand-in for the CLI's editor: rewrite the desired-state keys only."""
-    path = Path(kustomization_file)
-    data = yaml.safe_load(path.read_text())
-    (entry,) = data["images"]
-    entry.update(newName=image, newTag=tag, digest=digest)
-    (generator,) = [g for g in data["configMapGenerator"] if g["name"] == "scoring-model"]
-    literals = dict(item.split("=", 1) for item in generator["literals"])
-    literals.update(MODEL_VERSION=model_version, IMAGE_DIGEST=digest)
-    generator["literals"] = [f"{key}={value}" for key, value in literals.items()]
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 # --- tests --------------------------------------------------------------------------------------
@@ -228,16 +217,20 @@ def test_desired_state_is_consistent(rendered, env):
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_new_desired_state_renders_the_pinned_image(kubectl, rendered, tmp_path, env):
+    """As promote writes it (desired_state.write), with a tag YAML would read as a number
+    unless quoted (a CI build number): kustomize takes only a string."""
     shutil.copytree(DEPLOY, tmp_path / "deploy")
+    shutil.copy2(PROJECT_ROOT / "mlops.toml", tmp_path)
     overlay = tmp_path / "deploy" / "overlays" / env
     digest = "sha256:" + "ab12" * 16
-    set_desired_state(overlay / "kustomization.yaml", image=IMAGE_REPOSITORY, tag="v7",
-                      digest=digest, model_version="7")
+    image = f"{IMAGE_REPOSITORY}:20261205"
+    desired_state.write(load_settings(tmp_path / "mlops.toml", environ={}), env,
+                        desired_state.DesiredState("7", image, digest))
 
     before, after = by_kind(rendered[env]), by_kind(render(kubectl, overlay))
 
     (container,) = after["Deployment"]["spec"]["template"]["spec"]["containers"]
-    assert container["image"] == f"{IMAGE_REPOSITORY}:v7@{digest}"
+    assert container["image"] == f"{image}@{digest}"
     assert after["ConfigMap"]["data"] == {
         "MODEL_NAME": MODEL_NAME, "MODEL_VERSION": "7", "IMAGE_DIGEST": digest}
     assert after["Deployment"]["spec"]["template"]["metadata"]["annotations"] == {
