@@ -80,13 +80,21 @@ def promote_plan(settings):
         f"  requires       --approve, and {registry.smoke_tag('staging')}=passed on version "
         f"{version} (now: {models.tag(version, registry.smoke_tag('staging')) or 'not run'})",
         f"  commits        {overlay}: version {before} -> {version}",
-        f"  then           deploys it and smoke-tests production; if that fails, rolls "
-        f"back to {before} (another commit)",
+        f"  then           {promotion_steps(settings, production)}, rolls back to {before} "
+        "(another commit)",
         *canary_plan(settings, production, version),
         "",
         get_target("production", settings).plan(models.release(version)),
     ]
     return "\n".join(lines)
+
+
+def promotion_steps(settings, production):
+    """How production comes to serve the new release, up to what makes it roll back."""
+    if settings.production.strategy == "canary" and production.is_set:
+        return ("runs the canary (its steps below), then production serves it alone and is "
+                "smoke-tested; if a step or the smoke test fails")
+    return "deploys it and smoke-tests production; if that fails"
 
 
 def canary_plan(settings, production, version):

@@ -156,6 +156,8 @@ def test_a_good_release_goes_through_every_step_and_serves_all_traffic(productio
     assert "canary: version 2 takes 10 %, then 50 %, then 100 % of production's traffic " \
            "beside version 1" in plan
     assert "error rate above 0.01" in plan
+    assert "then           runs the canary (its steps below), then production serves it " \
+           "alone and is smoke-tested; if a step or the smoke test fails, rolls back to 1" in plan
     head = git(root, "rev-parse", "HEAD")
     container = load_settings(root / "mlops.toml", environ={
         **CANARY, "MLOPS_STAGING_PORT": str(settings.staging.port),

@@ -58,7 +58,8 @@ def test_promote_plans_without_approval_or_sign_in(run_cli, released, signed_out
     text = run_dry(run_cli, signed_out, "promote")
     assert "deploy/overlays/production/kustomization.yaml: version 2 -> 3" in text
     assert "smoke_test.staging=passed on version 3 (now: <tag smoke_test.staging" in text
-    assert "rolls back to 2" in text
+    assert "then           deploys it and smoke-tests production; if that fails, rolls back " \
+           "to 2" in text
     assert git(released, "status", "--porcelain") == ""
 
 
