@@ -193,12 +193,17 @@ class AksTarget:
         path = self.root / "deploy" / "flux" / f"{self.name}.yaml"
         return yaml.safe_load(path.read_text())["metadata"]["name"]
 
-    def _object(self, kind, name):
-        result = self.kubectl("get", f"{kind}/{name}", "--output", "json", check=False)
+    def _object(self, kind, name, namespace=None):
+        """The object as JSON, or None if it does not exist; in the overlay's namespace
+        unless `namespace` is given."""
+        where = ["--namespace", namespace] if namespace else []
+        result = self.kubectl(*where, "get", f"{kind}/{name}", "--output", "json",
+                              check=False, namespaced=not namespace)
         if result.returncode != 0:
             if "notfound" in result.stderr.replace(" ", "").lower():
                 return None
-            raise _explain(self.kubectl_command("get", f"{kind}/{name}"), result.stderr)
+            raise _explain(self.kubectl_command(*where, "get", f"{kind}/{name}",
+                                                namespaced=not namespace), result.stderr)
         return json.loads(result.stdout)
 
     @staticmethod
@@ -353,23 +358,14 @@ class AksTarget:
         remote, _, branch = upstream.stdout.strip().partition("/")
         return remote, branch
 
-    def _flux_object(self, kind, name):
-        result = self.kubectl("get", f"{kind}/{name}", "--namespace", "flux-system",
-                              "--output", "json", check=False, namespaced=False)
-        if result.returncode != 0:
-            if "notfound" in result.stderr.replace(" ", "").lower():
-                return None
-            raise _explain(self.kubectl_command("get", f"{kind}/{name}", namespaced=False),
-                           result.stderr)
-        return json.loads(result.stdout)
-
     def check_ready(self):
         """Before a promotion or rollback commits anything: the overlay includes the
         Flagger canary exactly when mlops.toml says strategy = "canary", with the analysis
-        the settings give (ml_service/targets/flagger.py). In gitops mode: the branch has
-        an upstream, and Flux on the cluster follows that repository, that branch and
-        this overlay. Otherwise the commit would never reach production: refuse, with
-        what to set up. An unreachable cluster is refused the same way."""
+        the settings give (ml_service/targets/flagger.py), and the cluster has Flagger, the
+        ingress class and the metrics query proxy the canary needs. In gitops mode: the
+        branch has an upstream, and Flux on the cluster follows that repository, that
+        branch and this overlay. Otherwise the commit would never reach production: refuse,
+        with what to set up. An unreachable cluster is refused the same way."""
         flagger.check_canary_manifest(self.settings, self.overlay)
         if self.canary and self._object("crd", FLAGGER_CRD) is None:
             raise MlopsError(f"Cluster {self.options.cluster} has no Flagger (no "
@@ -378,6 +374,12 @@ class AksTarget:
                              "Nothing was committed.",
                              "Install Flagger and what it needs (deploy/canary/README.md, "
                              "Prerequisites), or set [production] strategy = \"direct\".")
+        for kind, name, namespace, what, fix in (
+                flagger.cluster_needs(self.root) if self.canary else ()):
+            if self._object(kind, name, namespace) is None:
+                raise MlopsError(f"Cluster {self.options.cluster} has no {what}. Nothing was "
+                                 "committed.",
+                                 f"{fix}; or set [production] strategy = \"direct\".")
         if self.options.mode != "gitops":
             return
         remote, branch = self._upstream()
@@ -389,7 +391,7 @@ class AksTarget:
                  "(private repository: docs/ci-cd.md, Flux credentials); or set [production] "
                  "mode = \"push\" in mlops.toml to apply the overlay with kubectl. Nothing "
                  "was committed.")
-        kustomization = self._flux_object(FLUX_KUSTOMIZATION, name)
+        kustomization = self._object(FLUX_KUSTOMIZATION, name, "flux-system")
         if kustomization is None:
             raise MlopsError(f"Cluster {self.options.cluster} has no Flux Kustomization "
                              f"flux-system/{name}: a commit of the desired state would never "
@@ -400,7 +402,7 @@ class AksTarget:
             raise MlopsError(f"Flux Kustomization flux-system/{name} applies {path!r}, not "
                              f"{overlay!r}.", setup)
         source = spec.get("sourceRef", {}).get("name", "")
-        repository = self._flux_object(FLUX_GIT_REPOSITORY, source)
+        repository = self._object(FLUX_GIT_REPOSITORY, source, "flux-system")
         if repository is None:
             raise MlopsError(f"Flux Kustomization flux-system/{name} reads GitRepository "
                              f"{source!r}, which does not exist in flux-system.", setup)

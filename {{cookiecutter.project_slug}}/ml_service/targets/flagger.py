@@ -11,6 +11,7 @@ canary_* settings, then commit it.
 """
 import math
 import sys
+import urllib.parse
 from pathlib import Path
 
 import yaml
@@ -139,6 +140,39 @@ def check_canary_manifest(settings, overlay_dir):
             f"[production] (committed: {committed}; the settings give: {expected}).",
             "Run `python -m ml_service.targets.flagger` to rewrite it from mlops.toml and "
             "commit it (or change the settings back).")
+
+
+def cluster_needs(root):
+    """What the canary component needs on the cluster besides Flagger, as (kind, name,
+    namespace or None, what it is for, how to provide it): the IngressClass its Ingress
+    names, and the Service of each in-cluster address its MetricTemplates query."""
+    component = Path(root) / COMPONENT
+    ingress = yaml.safe_load((component / "ingress.yaml").read_text())
+    ingress_class = ingress["spec"]["ingressClassName"]
+    needs = [("ingressclass", ingress_class, None,
+              f"IngressClass {ingress_class} (deploy/canary/ingress.yaml): no ingress "
+              "controller would serve production or shift its traffic",
+              "Enable the application routing add-on: `az aks approuting enable "
+              "--resource-group <group> --name <cluster>` (deploy/canary/README.md, "
+              "Prerequisites)")]
+    templates = yaml.safe_load_all((component / "metric-templates.yaml").read_text())
+    addresses = sorted({template["spec"]["provider"]["address"] for template in templates
+                        if template and template.get("kind") == "MetricTemplate"})
+    for address in addresses:
+        # <service>.<namespace>[.svc[.cluster.local]]: Flagger queries from its own
+        # namespace, so only an address naming the namespace is a Service to look up.
+        labels = (urllib.parse.urlsplit(address).hostname or "").split(".")
+        if len(labels) < 2 or labels[2:3] not in ([], ["svc"]):
+            continue
+        service, namespace = labels[:2]
+        needs.append(("service", service, namespace,
+                      f"Service {service} in namespace {namespace}, the query proxy the "
+                      f"MetricTemplates ask ({address}): every step's analysis would fail "
+                      "and roll back",
+                      "Run the Azure Monitor query proxy there, or set its address in "
+                      "deploy/canary/metric-templates.yaml (deploy/canary/README.md, "
+                      "Prerequisites)"))
+    return needs
 
 
 if __name__ == "__main__":

@@ -46,6 +46,9 @@ class FakeFlagger(FakeCluster):
         self.events = []
         self.restarted = False
         self.installed = True  # Flagger's CRDs
+        # What deploy/canary needs besides: the add-on's ingress class, the query proxy.
+        self.present = {"ingressclass/webapprouting.kubernetes.azure.com",
+                        "service/azure-monitor-query-proxy"}
 
     def promote(self):
         self.primary = copy.deepcopy(self.deployment)
@@ -76,6 +79,11 @@ class FakeFlagger(FakeCluster):
                 return 1, "", ('Error from server (NotFound): customresourcedefinitions'
                                f'.apiextensions.k8s.io "{aks.FLAGGER_CRD}" not found')
             return 0, json.dumps({"metadata": {"name": aks.FLAGGER_CRD}}), ""
+        if args[0] == "get" and args[1].split("/")[0] in ("ingressclass", "service") \
+                and args[1] != f"service/{aks.SERVICE}":
+            if args[1] not in self.present:
+                return 1, "", f'Error from server (NotFound): "{args[1]}" not found'
+            return 0, json.dumps({"metadata": {"name": args[1].split("/")[1]}}), ""
         if args[:2] == ["get", "events"]:
             return 0, json.dumps({"items": self.events}), ""
         return super().answer(command, args)
@@ -233,6 +241,25 @@ def test_check_ready_refuses_a_cluster_without_flagger(project, settings, kubect
     with pytest.raises(MlopsError, match="has no Flagger .*canaries.flagger.app.*Nothing "
                                          "was committed.*deploy/canary/README.md"):
         target(settings, cluster).check_ready()
+
+
+@pytest.mark.parametrize("missing, named, fix", [
+    ("ingressclass/webapprouting.kubernetes.azure.com",
+     "IngressClass webapprouting.kubernetes.azure.com", "az aks approuting enable"),
+    ("service/azure-monitor-query-proxy",
+     "Service azure-monitor-query-proxy in namespace monitoring", "query proxy"),
+])
+def test_check_ready_refuses_a_cluster_without_what_the_canary_needs(
+        project, settings, kubectl, missing, named, fix):  # noqa: F811
+    settings = canary_production(project, settings)
+    cluster = FakeFlagger(kubectl, [])
+    cluster.present.discard(missing)
+    with pytest.raises(MlopsError) as refused:
+        target(settings, cluster).check_ready()
+    assert named in refused.value.what and "Nothing was committed" in refused.value.what
+    assert fix in refused.value.fix and 'strategy = "direct"' in refused.value.fix
+    if missing.startswith("service/"):  # where the MetricTemplates' address says it runs
+        assert cluster.commands[-1][-6:-2] == ["--namespace", "monitoring", "get", missing]
 
 
 def test_dry_run_plan_lists_the_steps_and_thresholds(project, settings, kubectl):  # noqa: F811
