@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 
@@ -72,6 +73,13 @@ def settings(project):
 def client(settings):
     # Both URIs explicitly: MLflow otherwise takes the registry from process-global state.
     return MlflowClient(tracking_uri=settings.tracking.uri, registry_uri=settings.tracking.uri)
+
+
+def default_sigint():
+    """Popen's preexec_fn for a CLI process a test interrupts with SIGINT, as Ctrl-C does:
+    an xdist worker ignores SIGINT and its children inherit that, so Python would install
+    no KeyboardInterrupt handler and the signal would interrupt nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def cli_env(**overrides):
