@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tomllib
@@ -23,6 +22,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
+from ml_service.targets.loopback import free_port
 from tests.helpers.http_stub import JsonHandler, serving
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -305,15 +305,8 @@ def pinned(tmp_path):
     return str(requirements)
 
 
-def closed_port():
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_audit_reports_not_checked_when_the_service_is_unreachable(tmp_path, pinned):
-    url = f"http://127.0.0.1:{closed_port()}/v1/query"
+    url = f"http://127.0.0.1:{free_port()}/v1/query"
     result, summary = audit(tmp_path, "--osv-url", url, "-r", pinned)
     assert result.returncode == 0, result.stderr
     assert "NOT CHECKED" in result.stdout and "NOT CHECKED" in summary

@@ -9,11 +9,12 @@ caller's shell never reaches it.
 
 A deploy never leaves the port unserved: the new server shares the port with the old
 one (SO_REUSEPORT, gunicorn --reuse-port) and listens on a private check port too; the
-old one is stopped only once the new one answers there. Every server is recorded in
-.mlops/<target>.json (PID, command line, start time) before it is waited for, and is
-found again by its command line, which names this project, the target and the port:
-after a crash at any point, `deploy` and `stop` see every server the project started,
-and a PID is killed only when its command line says it is one of them.
+old one is stopped only once the new one answers there, and answers what the kernel
+queued for it before it closes its listener (scoring/worker.py). Every server is
+recorded in .mlops/<target>.json (PID, command line, start time) before it is waited
+for, and is found again by its command line, which names this project, the target and
+the port: after a crash at any point, `deploy` and `stop` see every server the project
+started, and a PID is killed only when its command line says it is one of them.
 
 A canary (ml_service/releasing/canary.py) serves the port through a traffic split
 instead (traffic_split.py): the current and the new release each on a private port only,
@@ -40,7 +41,7 @@ from ml_service.monitoring.prediction_log import LOG_NAME, server_environment
 from ml_service.release import (SERVER_KEY_VARIABLES, Deployment, http_status,
                                 verify_context)
 from ml_service.releasing.interrupts import signals_held
-from ml_service.targets.loopback import LoopbackTarget
+from ml_service.targets.loopback import LoopbackTarget, free_port
 
 PROC = Path("/proc")
 # Set on the server's command line (gunicorn --env): who started it, for which target.
@@ -66,12 +67,6 @@ def _port_open(port):
     with socket.socket() as probe:
         probe.settimeout(0.5)
         return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _healthy(port):
@@ -299,7 +294,7 @@ class LocalTarget(LoopbackTarget):
     def _start(self, release, split=False):
         """Start a server for `release` beside the running ones (`split`: for a canary's
         traffic split); return it once it answers, or stop it and return None."""
-        command, settings = self._server(release, _free_port(), split)
+        command, settings = self._server(release, free_port(), split)
         # The caller's key variables never reach the server: only the target's own key.
         inherited = {name: value for name, value in os.environ.items()
                      if name not in SERVER_KEY_VARIABLES}
@@ -381,7 +376,7 @@ class LocalTarget(LoopbackTarget):
         return split
 
     def _start_split_proxy(self, stable, canary):
-        control = _free_port()
+        control = free_port()
         command = [sys.executable, str(SPLIT_PROXY), "--port", str(self.port),
                    "--control", str(control), "--stable", str(stable.check_port),
                    "--canary", str(canary.check_port), "--mark", self.split_mark]
@@ -504,7 +499,10 @@ def _stop_group(server):
     while its PID still runs the server's command line, so a reused PID is never hit."""
     if not server.is_running():
         return
-    os.killpg(server.pid, signal.SIGTERM)
+    # The leader alone: gunicorn's arbiter closes its copy of the listening socket before
+    # it stops its workers, which accept what is queued and then close theirs
+    # (scoring/worker.py); a signal to the whole group would race the two.
+    os.kill(server.pid, signal.SIGTERM)
     for _ in range(100):
         if not _alive(server.pid):
             return

@@ -2,9 +2,39 @@
 127.0.0.1 per target, the target's own scoring key, a prediction log folder on this
 machine (.mlops/<target>/, read by `monitor`), and no setup to check first."""
 import os
+import random
+import socket
+from pathlib import Path
 
 from ml_service.monitoring.prediction_log import log_folder
 from ml_service.release import key_headers, scoring_key
+
+# Ports below the kernel's ephemeral range, from here: above the well-known services.
+FIRST_FREE_PORT = 10000
+# Its own generator, seeded by the OS: one that a caller seeds (a test runner re-seeds
+# `random` before every test) would hand two processes the same ports.
+_PORTS = random.SystemRandom()
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def free_port():
+    """A port on 127.0.0.1 that nothing listens on, for a server about to start.
+
+    Chosen below the kernel's ephemeral range: a port from that range (what binding
+    port 0 gives) is also the local port of outgoing connections, and one can take it in
+    the seconds before the server binds it, which then fails ("Address already in use")."""
+    try:
+        ephemeral_start = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # not Linux: IANA's dynamic range
+        ephemeral_start = 49152
+    while True:
+        port = _PORTS.randrange(FIRST_FREE_PORT, max(ephemeral_start, FIRST_FREE_PORT + 1000))
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:  # in use: another
+                continue
+            return port
 
 
 class LoopbackTarget:

@@ -19,12 +19,14 @@ controller (ml_service/releasing/canary.py) drives it on 127.0.0.1:C:
 Like the scoring worker (scoring/worker.py), it reads a request whole before it
 forwards it, with a deadline, so slow clients hold no server thread; a request it cannot
 forward gets a JSON error, never a dropped connection. SIGTERM stops it gracefully:
-it stops accepting, finishes the requests in flight, and exits.
+it accepts what the kernel queued for the port, stops accepting, answers every request it
+accepted (a new connection's first one included), and exits.
 """
 import argparse
 import asyncio
 import json
 import re
+import select
 import signal
 import time
 import urllib.parse
@@ -119,7 +121,9 @@ class Split:
     def __init__(self, stable_port, canary_port):
         self.sides = {"stable": Side("stable", stable_port), "canary": Side("canary", canary_port)}
         self.weight, self.sent = 0, 0
-        self.in_flight, self.stopping = 0, False
+        # Connections with a request to answer: from the accept to the first answer, then
+        # from each request's first byte to its answer. Stopping waits for them.
+        self.busy, self.stopping = 0, False
 
     def set_weight(self, weight):
         self.weight, self.sent = weight, 0
@@ -134,12 +138,19 @@ class Split:
         return self.sides["canary" if takes else "stable"]
 
     async def serve_client(self, reader, writer):
+        # A new connection's first request is answered even once stopping began: the
+        # client sent it to a listener that accepted it (main() drains the queue).
+        busy = True
+        self.busy += 1
         try:
-            while not self.stopping:
+            while True:
                 try:
                     first = await asyncio.wait_for(reader.read(1), IDLE_TIMEOUT)
                     if not first:
                         return
+                    if not busy:
+                        busy = True
+                        self.busy += 1
                     head = first + await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"),
                                                           HEAD_TIMEOUT)
                 except asyncio.LimitOverrunError:
@@ -168,11 +179,15 @@ class Split:
                 response = await self.forward(head + body)
                 writer.write(response)
                 await writer.drain()
-                if close:
+                if close or self.stopping:
                     return
+                busy = False
+                self.busy -= 1
         except ConnectionError:
             pass
         finally:
+            if busy:
+                self.busy -= 1
             writer.close()
 
     def request_refusal(self, head):
@@ -188,15 +203,12 @@ class Split:
     async def forward(self, request):
         side = self.choose()
         started = time.perf_counter()
-        self.in_flight += 1
         try:
             response, status = await side.forward(request)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
                 asyncio.LimitOverrunError, ValueError) as error:
             response, status = answer(502, "Bad Gateway", f"The {side.name} release did not "
                                       f"answer: {error or type(error).__name__}"), 502
-        finally:
-            self.in_flight -= 1
         side.requests += 1
         side.server_errors += status >= 500
         side.latencies_ms.append(round((time.perf_counter() - started) * 1000, 3))
@@ -245,11 +257,18 @@ async def main(arguments):
           f"canary :{arguments.canary}, control :{arguments.control}", flush=True)
     await stopped.wait()
     # Graceful: no new connections; the requests in flight are answered, then it exits
-    # (a kept-alive client is closed after its current answer).
+    # (a kept-alive client is closed after its current answer). The connections the
+    # kernel queued for the port are accepted first: closing the listener resets them,
+    # and on a port shared with the servers that take over, new ones queue here until then.
+    while select.select(front.sockets, [], [], 0)[0]:
+        await asyncio.sleep(0)
     front.close()
     split.stopping = True
+    # A connection just accepted reaches serve_client (and counts as busy) a few loop
+    # iterations later: let them run before counting.
+    await asyncio.sleep(0.1)
     deadline = time.monotonic() + UPSTREAM_TIMEOUT
-    while split.in_flight and time.monotonic() < deadline:
+    while split.busy and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     control.close()
 

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -17,6 +16,8 @@ from ml_service import desired_state
 from ml_service.data_assets import sample_request_path
 from ml_service.config import EDGE_TARGET, TARGET_NAMES, load_settings
 from ml_service.targets.local import LocalTarget
+# The tests choose their servers' ports as the targets choose theirs.
+from ml_service.targets.loopback import free_port  # noqa: F401
 from training.data import SAMPLE, SAMPLE_FEATURES, SAMPLE_TARGET, sample_table
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -117,12 +118,6 @@ def pin_sample_data(project):
     rows = sample_table()[list(SAMPLE_FEATURES)].head(2).round(6).values.tolist()
     request.write_text(json.dumps({"data": rows}) + "\n")
     return request
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def git(folder, *args):

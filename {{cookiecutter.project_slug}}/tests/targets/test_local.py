@@ -1,5 +1,6 @@
 """The local target under faults: a redeploy under load, crashes mid-deploy, stale and
 foreign processes. Real gunicorn servers on free ports, real processes killed with -9."""
+import http.client
 import json
 import os
 import shutil
@@ -101,10 +102,18 @@ class ProbeLoop:
 
 def test_redeploy_under_a_probe_loop_loses_no_request(target, releases):
     target.deploy(releases["1"])
+    # A client that keeps its connection to the old server open: the old server's workers
+    # stay up for it (until keep-alive closes it), and while they do, the port's new
+    # connections must not queue on the old server's listener, to be reset when it closes.
+    kept_alive = http.client.HTTPConnection("127.0.0.1", target.port, timeout=5)
+    kept_alive.request("POST", "/score", body([ROW]), {"Content-Type": "application/json"})
+    first = json.loads(kept_alive.getresponse().read())["model_version"]
+    assert first == "1"
     with ProbeLoop(target.port) as probes:
         time.sleep(0.3)
         target.deploy(releases["2"])
         time.sleep(0.3)
+    kept_alive.close()
     print(f"probes: {len(probes.answers)}, failed: {len(probes.failures())}")
     assert probes.failures() == []
     assert probes.answers[0] == "1" and probes.answers[-1] == "2"
@@ -112,7 +121,8 @@ def test_redeploy_under_a_probe_loop_loses_no_request(target, releases):
     # Both servers recorded every answer in the target's one prediction log (sample 1.0).
     logged = records.read_log_files(target.prediction_log_dir)
     assert target.prediction_log_dir == target.state_dir / "production"
-    assert sorted(record["model_version"] for record in logged) == sorted(probes.answers)
+    assert sorted(record["model_version"] for record in logged) == sorted(
+        [first, *probes.answers])
     # Both servers wrote the target's one server log, which rotated within its bounds
     # ([serving] server_log_max_bytes; server_log_backups = 2).
     files = sorted(path.name for path in target.state_dir.glob("production.log*"))
