@@ -8,6 +8,7 @@ on gunicorn's command line outrank GUNICORN_CMD_ARGS and this file. Options give
 on gunicorn's command line (e.g. `--bind`, `--workers`) or in GUNICORN_CMD_ARGS override these.
 See README.md, "Serving setup", for the measurements behind the choices.
 """
+import logging
 import os
 import sys
 from pathlib import Path
@@ -30,6 +31,9 @@ os.environ.setdefault("AML_APP_ROOT", str(HERE))
 load_logging_config(PACKAGE_ROOT)
 wsgi_app = "azureml_inference_server_http.server.entry:app"
 accesslog = "-"
+# gunicorn's default line plus the time taken in seconds: the one line per request (see
+# post_fork), with what a user needs (client, request line, status, size, agent, duration).
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(L)s s'
 errorlog = "/dev/null"  # the logging config sends gunicorn's error log to stderr already
 
 # Loopback unless told otherwise; the image passes --bind 0.0.0.0:5001.
@@ -51,3 +55,12 @@ timeout = 120
 # Nothing to control at run time; and gunicorn's control socket lives at one path per user,
 # which two servers on one machine (staging and production) would take from each other.
 control_socket_disable = True
+
+
+def post_fork(server, worker):
+    """Once a worker serves, azmlinfsrv's INFO lines are per request ("POST /score 200
+    1.234ms 55", "run() output is HTTP Response"): the access line already says it, and
+    writing each request twice cost about a tenth of the server's CPU. Its warnings and
+    errors, and score.py's own lines, stay."""
+    logging.getLogger("azmlinfsrv").setLevel(logging.WARNING)
+    logging.getLogger("azmlinfsrv.score").setLevel(logging.INFO)

@@ -68,8 +68,13 @@ class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
         self.failure = None
 
     def emit(self, record):
+        self.write_line(self.format(record))
+
+    def write_line(self, line):
+        """Append the text `line` (without its newline): what emit() does with a formatted
+        record, for callers that have the text already (no LogRecord to build)."""
         try:
-            self._write(record)
+            self._write(line)
         except (OSError, ValueError) as error:  # ValueError: a stream closed under us
             self._drop_stream()
             now = datetime.datetime.now(datetime.timezone.utc).isoformat(
@@ -88,7 +93,7 @@ class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
     def resumed(self, failure):
         """Called after the first write that succeeded again, with what failed before."""
 
-    def _write(self, record):
+    def _write(self, line):
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
         with open(self.baseFilename + ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -100,10 +105,12 @@ class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
                     # A failed write can leave a partial line: start on a new one.
                     if not self._ends_with_newline():
                         self.stream.write(self.terminator)
-                if self.shouldRollover(record):
+                line += self.terminator
+                # RotatingFileHandler.shouldRollover's test, for text rather than a record.
+                if 0 < self.maxBytes <= self.stream.seek(0, os.SEEK_END) + len(line):
                     self.doRollover()  # closes the stream (delay=True: not reopened)
                     self.stream = self._open()
-                self.stream.write(self.format(record) + self.terminator)
+                self.stream.write(line)
                 self.stream.flush()
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
@@ -136,9 +143,8 @@ class _ServerLogFile(SharedRotatingFileHandler):
 
     def resumed(self, failure):
         with contextlib.suppress(OSError, ValueError):
-            self._write(logging.makeLogRecord({"msg": (
-                f"server log: {failure['records']} line(s) lost since {failure['since']} "
-                f"({failure['error']})")}))
+            self._write(f"server log: {failure['records']} line(s) lost since "
+                        f"{failure['since']} ({failure['error']})")
 
 
 def _setting(name, default, low, environ):
@@ -185,7 +191,7 @@ def route_output(environ=os.environ):
             backupCount=_setting(SERVER_LOG_BACKUPS_ENV, 2, 1, environ), delay=True,
             encoding="utf-8")
         # Both streams in one pipe: one file, in the order they were written.
-        routes = [((1, 2), lambda line: handler.handle(logging.makeLogRecord({"msg": line})))]
+        routes = [((1, 2), handler.write_line)]
     else:
         routes = [((fd,), _line_writer(original[fd])) for fd in (1, 2)]
     threads = []

@@ -237,6 +237,29 @@ def test_models_without_the_sklearn_flavor_are_served_through_pyfunc(monkeypatch
                                model.predict(rows), rtol=1e-12)
 
 
+@pytest.mark.parametrize("estimator", ["LinearRegression", "PoissonRegressor", "Pipeline"])
+def test_every_sklearn_model_predicts_as_its_own_predict(monkeypatch, tmp_path, estimator):
+    """Linear regressors are served by their matrix product, which a model with a link
+    function (PoissonRegressor: exp) or several steps must not be."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn import linear_model
+    from sklearn.datasets import load_diabetes
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    features, target = load_diabetes(return_X_y=True, as_frame=True)
+    model = (make_pipeline(StandardScaler(), linear_model.Ridge()) if estimator == "Pipeline"
+             else getattr(linear_model, estimator)()).fit(features, target)
+    mlflow.sklearn.save_model(model, str(tmp_path / "model"),
+                              signature=infer_signature(features, model.predict(features)),
+                              pip_requirements=["scikit-learn"])
+    score = fresh_score(monkeypatch, tmp_path / "model")
+    rows = features.head(5)
+    np.testing.assert_allclose(predictions(score, body(rows.to_numpy().tolist()))["predictions"],
+                               model.predict(rows), rtol=1e-12)
+
+
 def _pins(path):
     """{package name: Requirement} of a requirements file."""
     lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())

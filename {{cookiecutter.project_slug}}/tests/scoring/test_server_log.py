@@ -84,12 +84,23 @@ def test_escape_sequences_a_client_sends_reach_the_log_escaped(logged_server):
                                    # gunicorn refuses C0 controls in headers, not C1's CSI
                                    b"User-Agent: agent\x9b31m\r\nReferer: r\x9b1A\r\n")
     assert b" 405 " in raw_request(port, b"GET /score?a=\x1b[31mred HTTP/1.1")
-    # The app's line and gunicorn's access line, each with the query string as text.
-    logged(folder, "POST /score?q=\\x1b[2J\\x1b]0;owned\\x07 200",
-           '"POST /score?q=\\x1b[2J\\x1b]0;owned\\x07 HTTP/1.1" 200',
-           '"r\\x9b1A" "agent\\x9b31m"', "GET /score?a=\\x1b[31mred 405",
-           '"GET /score?a=\\x1b[31mred HTTP/1.1" 405')
+    # The access lines, each with the query string as text.
+    logged(folder, '"POST /score?q=\\x1b[2J\\x1b]0;owned\\x07 HTTP/1.1" 200',
+           '"r\\x9b1A" "agent\\x9b31m"', '"GET /score?a=\\x1b[31mred HTTP/1.1" 405')
     assert RAW_CONTROL.findall(written(folder)) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("status, payload", [(200, body([ROW])), (400, "{")])
+def test_each_request_is_logged_once_with_its_status_and_duration(logged_server, status,
+                                                                  payload):
+    """One access line per request (the app's own line repeated it at twice the cost)."""
+    port, folder = logged_server
+    path = f"/score?once={status}"
+    assert request(port, path=path, payload=payload)[0] == status
+    text = logged(folder, f'"POST {path} HTTP/1.1" {status}')
+    [line] = [line for line in text.splitlines() if path in line]
+    assert re.search(r'" \d+\.\d{6} s$', line), line
 
 
 @pytest.mark.slow
