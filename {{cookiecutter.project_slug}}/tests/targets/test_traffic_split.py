@@ -1,0 +1,69 @@
+"""The split proxy (ml_service/targets/traffic_split.py) on its own, in front of two
+small HTTP servers: moving its sides to other ports, and keeping no data per request
+while it serves one release (as the container target's front does for days)."""
+import http.server
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+from ml_service.targets.local import (Process, marked_processes, start_traffic_split,
+                                      stop_group)
+from tests.helpers.project import free_port
+
+pytestmark = pytest.mark.slow
+
+
+class Named(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = self.server.name.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def servers():
+    started = {}
+    for name in ("old", "new"):
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Named)
+        server.name = name
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        started[name] = server.server_address[1]
+    yield started
+
+
+def answer(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+        return response.read().decode()
+
+
+def test_sides_move_to_new_ports_and_one_release_is_not_counted(servers, tmp_path):
+    port, mark = free_port(), f"test-split-{tmp_path}"
+    split = start_traffic_split(port, servers["old"], servers["old"], mark, tmp_path / "log")
+    try:
+        assert [answer(port) for _ in range(3)] == ["old"] * 3
+        counts = split.counts()
+        assert counts["stable_counts"]["requests"] == counts["canary_counts"]["requests"] == 0
+        assert counts["stable_counts"]["latencies_ms"] == []
+        # A canary: the new release on the canary side, half the traffic, counted.
+        split.route(50, canary_port=servers["new"])
+        assert sorted(answer(port) for _ in range(4)) == ["new", "new", "old", "old"]
+        counts = split.counts()
+        assert (counts["stable_counts"]["requests"], counts["canary_counts"]["requests"]) == \
+            (2, 2)
+        # The switch a deploy makes: both sides to the new release, all traffic.
+        split.route(0, stable_port=servers["new"], canary_port=servers["new"])
+        assert [answer(port) for _ in range(3)] == ["new"] * 3
+        assert split.counts()["stable_counts"] == {"port": servers["new"], "requests": 0,
+                                                   "server_errors": 0, "latencies_ms": []}
+        with pytest.raises(urllib.error.HTTPError, match="400"):
+            split.route(0, stable_port=70000)
+        assert answer(port) == "new"
+    finally:
+        stop_group(Process.of_process(*next(marked_processes(mark))))
