@@ -1,8 +1,7 @@
 """The split proxy (ml_service/targets/traffic_split.py) on its own, in front of two
 small HTTP servers: moving its sides to other ports, and keeping no data per request
 while it serves one release (as the container target's front does for days)."""
-import http.server
-import threading
+import json
 import urllib.error
 import urllib.request
 
@@ -10,37 +9,26 @@ import pytest
 
 from ml_service.targets.local import (Process, marked_processes, start_traffic_split,
                                       stop_group)
+from tests.helpers.http_stub import JsonHandler, serving
 from tests.helpers.project import free_port
 
 pytestmark = pytest.mark.slow
 
 
-class Named(http.server.BaseHTTPRequestHandler):
+class Named(JsonHandler):
     def do_GET(self):
-        body = self.server.name.encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send_json(200, self.server.name)
 
 
 @pytest.fixture
 def servers():
-    started = {}
-    for name in ("old", "new"):
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Named)
-        server.name = name
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        started[name] = server.server_address[1]
-    yield started
+    with serving(Named, name="old") as old, serving(Named, name="new") as new:
+        yield {"old": old.server_address[1], "new": new.server_address[1]}
 
 
 def answer(port):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
-        return response.read().decode()
+        return json.load(response)
 
 
 def test_sides_move_to_new_ports_and_one_release_is_not_counted(servers, tmp_path):
