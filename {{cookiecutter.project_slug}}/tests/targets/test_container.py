@@ -298,11 +298,19 @@ def test_port_in_use_is_refused_and_nothing_is_left_running(container_settings):
 
 
 @real_containers
-def test_deploy_restarts_a_dead_front_and_stop_removes_only_this_projects_containers(
+def test_deploy_takes_over_the_port_restarts_a_dead_front_and_stop_removes_only_ours(
         container_settings, request):
     settings = container_settings()
-    deploy(settings, "staging", "1")
     target = get_target("staging", settings)
+    # A container as this project started them before the front existed, publishing the
+    # target's port itself: deploy replaces it (the port is unserved for a moment, once).
+    reference = target.reference(recorded(settings, "1"))
+    earlier = docker("run", "--detach", "--label", f"{LABEL_PROJECT}={target.project}",
+                     "--label", f"{LABEL_TARGET}=staging", "--label", f"{LABEL_VERSION}=1",
+                     "--publish", f"127.0.0.1:{target.port}:5001", reference).stdout.strip()
+    assert deploy(settings, "staging", "1").healthy
+    assert versions_running(target) == ["1"]
+    assert earlier not in docker("ps", "--all", "--no-trunc").stdout
     # The front that serves the port is supervised: killed, status says so, and deploy
     # starts it again in front of the running container.
     container, front = inspect(target)["Id"], target.front()
@@ -315,7 +323,7 @@ def test_deploy_restarts_a_dead_front_and_stop_removes_only_this_projects_contai
     # Another project's staging container, labelled like ours but for another folder.
     other = docker("run", "--detach", "--label", "mlops.project=/elsewhere",
                    "--label", "mlops.target=staging", "--entrypoint", "sleep",
-                   target.reference(recorded(settings, "1")), "300").stdout.strip()
+                   reference, "300").stdout.strip()
     request.addfinalizer(lambda: docker("rm", "--force", other))
     stop(settings, "staging")
     assert target.status() is None and target.front() is None
