@@ -1,4 +1,5 @@
-"""The canary of a promotion on a local target ([production] strategy = "canary").
+"""The canary of a promotion on this machine ([production] strategy = "canary", on a
+local process or container target).
 
 The new release first takes a share of production's real traffic, growing step by step
 (canary_steps, e.g. 10 %, 50 %, 100 %), beside the release it replaces, through the
@@ -30,6 +31,9 @@ from ml_service.monitoring.prediction_log import log_folder
 from training.reference import PREDICTION_COLUMN
 
 CANARY_TAG = "canary"
+# The kinds of production target whose canary runs here, through their traffic split
+# (traffic_split.py): a local process target and a container target. On AKS, Flagger.
+SPLIT_KINDS = ("local", "container")
 # A step that has not had canary_min_requests by this many times canary_step_seconds
 # fails: a canary is never promoted on too little evidence, nor held forever.
 MAX_STEP_LENGTHS = 10

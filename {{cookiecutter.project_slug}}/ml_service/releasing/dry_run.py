@@ -98,9 +98,10 @@ def promotion_steps(settings, production):
 
 
 def canary_plan(settings, production, version):
-    """The canary's lines of the promote plan (strategy = "canary" on a local target; on
-    AKS, the target's plan shows Flagger's)."""
-    if settings.production.strategy != "canary" or settings.production.kind != "local":
+    """The canary's lines of the promote plan (strategy = "canary" on a local process or
+    container target; on AKS, the target's plan shows Flagger's)."""
+    if settings.production.strategy != "canary" or \
+            settings.production.kind not in canary.SPLIT_KINDS:
         return []
     if not production.is_set:
         return ["  canary         none: no release in production to compare with, so "

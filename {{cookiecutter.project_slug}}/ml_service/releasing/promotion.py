@@ -12,10 +12,10 @@ ends on either the old or the new release, never in between. Promoting the versi
 production already runs changes nothing.
 
 With [production] strategy = "canary", production takes the new release gradually:
-on a local target, promote runs the canary (canary.py) through the target's traffic
-split before production serves the new release alone, and a failed step rolls back as a
-failed smoke test does, with a commit naming the failed check; on AKS, Flagger runs it
-and reconcile waits for its verdict (targets/aks.py).
+on a local process or container target, promote runs the canary (canary.py) through the
+target's traffic split before production serves the new release alone, and a failed
+step rolls back as a failed smoke test does, with a commit naming the failed check; on
+AKS, Flagger runs it and reconcile waits for its verdict (targets/aks.py).
 
 `rollback` returns production to the release it ran before the current one. The
 previous version is recorded on each promoted version (tag `previous_production`).
@@ -126,27 +126,17 @@ def staged_digest_matches(settings, release):
                 f"--target staging --model-version {release.model_version}`.")
 
 
-CANARY_KINDS = ("local", "aks")
-
-
 def canary_first(settings, previous):
     """Whether promote runs a canary on this machine before production serves the new
-    release alone: strategy = "canary" on a local target with a release to compare with.
-    Refused (before anything changes) on a kind of target that cannot run one."""
+    release alone: strategy = "canary" on a local process or container target (through
+    its traffic split) with a release to compare with. On AKS, Flagger runs it."""
     production = settings.production
     if production.strategy != "canary":
         return False
-    if production.kind not in CANARY_KINDS:
-        raise MlopsError(
-            f"strategy = \"canary\" runs on a local or an aks production target, not on "
-            f"kind = \"{production.kind}\" (one container per port: no traffic split); "
-            "production was not changed.",
-            "Set [production] strategy = \"direct\" (MLOPS_PRODUCTION_STRATEGY=direct), or "
-            "kind = \"local\".")
     if not previous.is_set:
         print("promote: no release in production yet, so nothing to compare a canary with: "
               "production takes this one directly", flush=True)
-    return production.kind == "local" and previous.is_set
+    return production.kind in canary.SPLIT_KINDS and previous.is_set
 
 
 def canary_report_path(settings):

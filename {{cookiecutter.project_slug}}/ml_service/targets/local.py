@@ -63,7 +63,7 @@ def _alive(pid):
     return True
 
 
-def _port_open(port):
+def port_open(port):
     with socket.socket() as probe:
         probe.settimeout(0.5)
         return probe.connect_ex(("127.0.0.1", port)) == 0
@@ -140,6 +140,11 @@ class Process:
     command: tuple
     start_ticks: int
 
+    @classmethod
+    def of_process(cls, pid, command):
+        """The process running as `pid` with the command line `command` (from /proc)."""
+        return cls(pid, tuple(command), _start_ticks(pid))
+
     def is_running(self):
         """Whether `pid` is still this process (not a later one that reuses the PID)."""
         return (_alive(self.pid) and _start_ticks(self.pid) == self.start_ticks
@@ -203,7 +208,7 @@ class LocalTarget(LoopbackTarget):
         recorded ones and any a crash left unrecorded, each confirmed by its command line."""
         bind = f"127.0.0.1:{self.port}"
         found = {pid: Server.of_process(pid, command)
-                 for pid, command in _marked_processes(self.mark) if bind in command}
+                 for pid, command in marked_processes(self.mark) if bind in command}
         recorded = [entry["pid"] for entry in self._record()]
         return sorted(found.values(),
                       key=lambda server: (server.pid not in recorded,
@@ -214,8 +219,8 @@ class LocalTarget(LoopbackTarget):
         """The processes of a canary's traffic split on this target (its proxy first,
         then its servers); none outside a canary."""
         found = [Server.of_process(pid, command) if "--config" in command
-                 else Process(pid, tuple(command), _start_ticks(pid))
-                 for pid, command in _marked_processes(self.split_mark)]
+                 else Process.of_process(pid, command)
+                 for pid, command in marked_processes(self.split_mark)]
         return sorted(found, key=lambda process: (isinstance(process, Server), process.pid))
 
     def _foreign_listeners(self, servers):
@@ -324,18 +329,18 @@ class LocalTarget(LoopbackTarget):
             if server is not None:
                 self._undo_start(server)
             raise
-        _stop_group(server)
+        stop_group(server)
         return None
 
     def _undo_start(self, server):
         """Stop a server this deploy started and forget it: the old one serves on."""
         with signals_held():
-            _stop_group(server)
+            stop_group(server)
             self._write_record([other for other in self.servers() if other.pid != server.pid])
 
     def stop(self):
         for server in self.servers():
-            _stop_group(server)
+            stop_group(server)
         self._stop_split()
         self.state_file.unlink(missing_ok=True)
 
@@ -343,7 +348,7 @@ class LocalTarget(LoopbackTarget):
         """End a canary's traffic split: its proxy first (it answers what it took), then
         its servers."""
         for process in self.split_processes():
-            _stop_group(process)
+            stop_group(process)
 
     def start_split(self, current, new):
         """Serve the port through a traffic split between `current` and `new`, all
@@ -362,7 +367,12 @@ class LocalTarget(LoopbackTarget):
                                      f"{self.serving.startup_timeout:.0f} s; production was not "
                                      "changed.", f"See the server log {self.log_file}.")
                 started.append(server)
-            split = self._start_split_proxy(*started)
+            split = start_traffic_split(self.port, started[0].check_port,
+                                        started[1].check_port, self.split_mark, self.log_file)
+            if split is None:
+                raise MlopsError(f"The canary's traffic split did not start on port "
+                                 f"{self.port}; production was not changed.",
+                                 f"See {self.log_file}.")
         except BaseException:
             with signals_held():
                 self._stop_split()
@@ -371,28 +381,9 @@ class LocalTarget(LoopbackTarget):
         # caller's deploy to end (stopping it now would leave the port unserved).
         with signals_held():
             for server in self.servers():
-                _stop_group(server)
+                stop_group(server)
             self._write_record([])
         return split
-
-    def _start_split_proxy(self, stable, canary):
-        control = free_port()
-        command = [sys.executable, str(SPLIT_PROXY), "--port", str(self.port),
-                   "--control", str(control), "--stable", str(stable.check_port),
-                   "--canary", str(canary.check_port), "--mark", self.split_mark]
-        with signals_held():
-            with open(self.log_file, "ab") as log:
-                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                           stdin=subprocess.DEVNULL, start_new_session=True,
-                                           env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
-        split = TrafficSplit(control)
-        deadline = time.monotonic() + SPLIT_START_TIMEOUT
-        while time.monotonic() < deadline and process.poll() is None:
-            if http_status(split.control_url, timeout=1) == 200:
-                return split
-            time.sleep(0.1)
-        raise MlopsError(f"The canary's traffic split did not start on port {self.port}; "
-                         "production was not changed.", f"See {self.log_file}.")
 
     def deploy(self, release):
         if not (release.context_dir / "score.py").exists():
@@ -403,7 +394,7 @@ class LocalTarget(LoopbackTarget):
         running = self.servers()
         foreign = self._foreign_listeners(running)
         if foreign or (not running and not self.split_processes()
-                       and _port_open(self.port)):
+                       and port_open(self.port)):
             raise MlopsError(
                 f"Port {self.port} for {self.name} is already in use by another program"
                 + (f" (process {', '.join(map(str, sorted(foreign)))})." if foreign else "."),
@@ -437,7 +428,7 @@ class LocalTarget(LoopbackTarget):
                 self._stop_split()
                 for server in self.servers():
                     if server.pid != keep.pid:
-                        _stop_group(server)
+                        stop_group(server)
                 self._write_record([keep])
                 started = None
         except KeyboardInterrupt:
@@ -447,15 +438,45 @@ class LocalTarget(LoopbackTarget):
         return self.status()
 
 
+def start_traffic_split(port, stable_port, canary_port, mark, log_file):
+    """Start the split proxy (traffic_split.py) on `port` in its own session, marked with
+    `mark`, all traffic to `stable_port`; its TrafficSplit once it answers, else None."""
+    control = free_port()
+    command = [sys.executable, str(SPLIT_PROXY), "--port", str(port),
+               "--control", str(control), "--stable", str(stable_port),
+               "--canary", str(canary_port), "--mark", mark]
+    with signals_held():
+        with open(log_file, "ab") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True,
+                                       env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    split = TrafficSplit(control)
+    deadline = time.monotonic() + SPLIT_START_TIMEOUT
+    while time.monotonic() < deadline and process.poll() is None:
+        if http_status(split.control_url, timeout=1) == 200:
+            return split
+        time.sleep(0.1)
+    stop_group(Process.of_process(process.pid, command))
+    return None
+
+
 class TrafficSplit:
-    """The canary's split proxy, driven over its control port (traffic_split.py)."""
+    """A split proxy (traffic_split.py), driven over its control port."""
 
     def __init__(self, control_port):
         self.control_url = f"http://127.0.0.1:{control_port}/split"
 
-    def route(self, canary_percent):
-        """Send `canary_percent` % of requests to the canary from now on; counts restart."""
-        request = urllib.request.Request(f"{self.control_url}?canary={canary_percent}",
+    @classmethod
+    def of_process(cls, process):
+        """The TrafficSplit of the split proxy running as `process`."""
+        return cls(int(process.command[process.command.index("--control") + 1]))
+
+    def route(self, canary_percent, stable_port=None, canary_port=None):
+        """Send `canary_percent` % of requests to the canary from now on (and, when
+        given, each side to its new port); counts restart."""
+        ports = "".join(f"&{side}_port={port}" for side, port in
+                        (("stable", stable_port), ("canary", canary_port)) if port)
+        request = urllib.request.Request(f"{self.control_url}?canary={canary_percent}{ports}",
                                          method="PUT")
         with http_client.urlopen(request, timeout=5) as response:
             return json.load(response)
@@ -473,7 +494,7 @@ def _arguments(command):
     return tuple(command[command.index("--config"):]) if "--config" in command else ()
 
 
-def _marked_processes(mark):
+def marked_processes(mark):
     """(pid, command line) of every process group leader whose command line holds
     `mark`: the workers are forked from it with the same command."""
     for cmdline in PROC.glob("[0-9]*/cmdline"):
@@ -494,7 +515,7 @@ def _group_of(pid):
         return None
 
 
-def _stop_group(server):
+def stop_group(server):
     """Stop `server` and its workers (its process group): gracefully, then by force. Only
     while its PID still runs the server's command line, so a reused PID is never hit."""
     if not server.is_running():

@@ -2,8 +2,9 @@
 target's port that sends each request to the current release ("stable") or the new one
 ("canary") by weight, and counts what each answered.
 
-Run by the local target (ml_service/targets/local.py) for the length of a canary, as a
-script with the standard library only:
+Run by the local target (ml_service/targets/local.py) for the length of a canary, and by
+the container target (container.py) as the front of its port at all times, as a script
+with the standard library only:
 
     python traffic_split.py --port P --control C --stable S --canary K [--mark M]
 
@@ -12,10 +13,15 @@ never goes unserved while it takes over, and forwards whole requests to the two 
 private ports 127.0.0.1:S and :K over kept-alive connections. The split is exact, not
 random: of every 100 requests, `weight` go to the canary, spread evenly. The canary
 controller (ml_service/releasing/canary.py) drives it on 127.0.0.1:C:
-  PUT /split?canary=W   send W % to the canary from now on, and start counting afresh
-  GET /split            {"canary": W, "stable": {...}, "canary_counts": {...}}: per side
-                        the requests answered, the server errors (5xx, and 502 when the
-                        side could not be reached) and the latencies in ms since the PUT.
+  PUT /split?canary=W[&stable_port=S][&canary_port=K]
+                        send W % to the canary from now on (and, when given, the sides to
+                        new ports: the requests in flight finish where they went), and
+                        start counting afresh
+  GET /split            {"canary": W, "stable_counts": {...}, "canary_counts": {...}}: per
+                        side its port, the requests answered, the server errors (5xx, and
+                        502 when the side could not be reached) and the latencies in ms
+                        since the PUT. Counted only while the two sides differ (a canary):
+                        a front that serves one release for days keeps no data per request.
 Like the scoring worker (scoring/worker.py), it reads a request whole before it
 forwards it, with a deadline, so slow clients hold no server thread; a request it cannot
 forward gets a JSON error, never a dropped connection. SIGTERM stops it gracefully:
@@ -53,7 +59,15 @@ class Side:
 
     def __init__(self, name, port):
         self.name, self.port, self.idle = name, port, []
+        self.retired = False
         self.reset()
+
+    def retire(self):
+        """No more requests go here: its idle connections close, and so does each one in
+        flight once its answer is back."""
+        self.retired = True
+        while self.idle:
+            self.idle.pop()[1].close()
 
     def reset(self):
         self.requests, self.server_errors, self.latencies_ms = 0, 0, []
@@ -88,7 +102,7 @@ class Side:
             except BaseException:
                 writer.close()
                 raise
-            if keep:
+            if keep and not self.retired:
                 self.idle.append((reader, writer))
             else:
                 writer.close()
@@ -125,10 +139,19 @@ class Split:
         # from each request's first byte to its answer. Stopping waits for them.
         self.busy, self.stopping = 0, False
 
-    def set_weight(self, weight):
+    def set_split(self, weight, ports):
+        """`weight` % to the canary from now on; `ports` ({side: port}) moves sides."""
+        for name, port in ports.items():
+            if port != self.sides[name].port:
+                self.sides[name].retire()
+                self.sides[name] = Side(name, port)
         self.weight, self.sent = weight, 0
         for side in self.sides.values():
             side.reset()
+
+    @property
+    def counting(self):
+        return self.sides["stable"].port != self.sides["canary"].port
 
     def choose(self):
         """The canary gets request n when n * weight / 100 passes a whole number: exactly
@@ -209,28 +232,35 @@ class Split:
                 asyncio.LimitOverrunError, ValueError) as error:
             response, status = answer(502, "Bad Gateway", f"The {side.name} release did not "
                                       f"answer: {error or type(error).__name__}"), 502
-        side.requests += 1
-        side.server_errors += status >= 500
-        side.latencies_ms.append(round((time.perf_counter() - started) * 1000, 3))
+        if self.counting:
+            side.requests += 1
+            side.server_errors += status >= 500
+            side.latencies_ms.append(round((time.perf_counter() - started) * 1000, 3))
         return response
 
     async def serve_control(self, reader, writer):
-        """PUT /split?canary=W and GET /split, for the canary controller."""
+        """PUT /split?canary=W[&stable_port=S][&canary_port=K] and GET /split, for the
+        canary controller and the container target."""
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
             method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
             url = urllib.parse.urlsplit(target)
-            query = urllib.parse.parse_qs(url.query)
+            query = {name: values[0] for name, values in
+                     urllib.parse.parse_qs(url.query).items()}
+            ports = {side: int(query[f"{side}_port"]) for side in self.sides
+                     if query.get(f"{side}_port", "").isdigit()}
             if url.path != "/split":
                 writer.write(answer(404, "Not Found", "Only /split is here."))
-            elif method == "PUT" and query.get("canary", [""])[0].isdigit() and \
-                    0 <= int(query["canary"][0]) <= 100:
-                self.set_weight(int(query["canary"][0]))
+            elif method == "PUT" and query.get("canary", "").isdigit() and \
+                    0 <= int(query["canary"]) <= 100 and \
+                    all(0 < port < 65536 for port in ports.values()):
+                self.set_split(int(query["canary"]), ports)
                 writer.write(self.state())
             elif method == "GET":
                 writer.write(self.state())
             else:
-                writer.write(answer(400, "Bad Request", "PUT /split?canary=0..100 or GET /split"))
+                writer.write(answer(400, "Bad Request", "PUT /split?canary=0..100"
+                                    "[&stable_port=P][&canary_port=P] or GET /split"))
             await writer.drain()
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, ConnectionError):
             pass

@@ -1,15 +1,19 @@
 """The scoring image on a real Docker engine and a real registry: build-image builds it
 from the unmodified Dockerfile and pushes it, and the container targets run it by digest.
 
-Two images are built once per session (versions 1 and 2 of the model; the second build
-reuses the dependency layers) and pushed to the registry of scripts/container-engine.sh
+Three images are built once per session (versions 1 and 2 of the model, and 3: version
+2 with scoring code that fails on part of the traffic; the later builds reuse the
+dependency layers) and pushed to the registry of scripts/container-engine.sh
 on 127.0.0.1:5050. Every test then works on its own copy of that project, on its own
 ports, and removes its containers at the end. Without an engine, a registry or the base
 image, the tests skip and say which is missing (`make engine` provides all three where
 the machine allows it).
 """
 import json
+import os
+import signal
 import socket
+import time
 import urllib.error
 import urllib.request
 
@@ -22,15 +26,20 @@ from ml_service.errors import MlopsError
 from ml_service.monitoring import records
 from ml_service.monitoring.prediction_log import log_folder
 from ml_service.release import Release
+from ml_service import desired_state
 from ml_service.releasing import registry
+from ml_service.releasing.canary import CANARY_TAG
 from ml_service.releasing.deployment import deploy
+from ml_service.releasing.dry_run import promote_plan
 from ml_service.releasing.image import base_image, build_blocker, build_image
 from ml_service.releasing.promotion import promote, rollback
 from ml_service.releasing.smoke import smoke_test
 from ml_service.stages.pipeline import container_settings as pipeline_container_settings
 from ml_service.targets import get_target, stop
-from ml_service.targets.container import (LOCAL_REGISTRY, ContainerTarget, docker,
+from ml_service.targets.container import (LABEL_PROJECT, LABEL_TARGET, LABEL_VERSION,
+                                          LOCAL_REGISTRY, ContainerTarget, docker,
                                           engine_blocker, registry_blocker)
+from tests.helpers.canary import BROKEN_ON_PART_OF_THE_TRAFFIC, CANARY, Probe
 from tests.helpers.project import (PROJECT_ROOT, copy_checkout, copy_project, free_port, git,
                                    kept_unchanged)
 from tests.helpers.scoring import BAD_REQUESTS
@@ -54,8 +63,9 @@ def blocker(settings):
 
 @pytest.fixture(scope="session")
 def pushed(tmp_path_factory, migrated_database):
-    """A git checkout with versions 1 (alpha 1.0) and 2 (alpha 0.1) registered, their
-    images built and pushed to the local registry. Nothing runs. Tests copy it."""
+    """A git checkout with versions 1 (alpha 1.0), 2 (alpha 0.1) and 3 (alpha 0.1, scoring
+    broken on part of the traffic) registered, their images built and pushed to the local
+    registry. Nothing runs. Tests copy it."""
     root = copy_project(tmp_path_factory.mktemp("containers") / "project", migrated_database,
                         image_build="auto")
     reason = blocker(load_settings(root / "mlops.toml", environ=CONTAINERS))
@@ -66,10 +76,15 @@ def pushed(tmp_path_factory, migrated_database):
     git(root, "init", "-q")
     git(root, "add", "-A")
     git(root, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init")
-    for alpha in ("1.0", "0.1"):
+    score = root / "scoring" / "score.py"
+    healthy = score.read_text()
+    for alpha, scoring_code in (("1.0", healthy), ("0.1", healthy),
+                                ("0.1", healthy + BROKEN_ON_PART_OF_THE_TRAFFIC)):
+        score.write_text(scoring_code)
         settings = load_settings(root / "mlops.toml",
                                  environ={**CONTAINERS, "MLOPS_TRAINING_ALPHA": alpha})
         build_image(settings, LocalBackend(settings).train_gate_register(), push=True)
+    score.write_text(healthy)
     with kept_unchanged(root):
         yield root
 
@@ -90,6 +105,14 @@ def container_settings(pushed, tmp_path):
 
 def recorded(settings, version):
     return registry.release_for(tracking.connect(settings)[0], settings, version)
+
+
+def versions_running(target):
+    """The model versions of the containers this project runs for `target`."""
+    listed = docker("ps", "--quiet", "--filter", f"label={LABEL_PROJECT}={target.project}",
+                    "--filter", f"label={LABEL_TARGET}={target.name}").stdout.split()
+    return sorted(info["Config"]["Labels"][LABEL_VERSION]
+                  for info in json.loads(docker("inspect", *listed).stdout or "[]"))
 
 
 def inspect(target):
@@ -202,6 +225,54 @@ def test_rollback_returns_production_to_the_previous_digest(container_settings):
 
 
 @real_containers
+def test_container_canary_promotes_a_good_release_and_rolls_back_a_bad_one(container_settings):
+    """One front (the traffic split) serves each container target's port throughout:
+    a new container starts on a private port and takes traffic once it is healthy, all
+    of it (deploy) or step by step (a canary). Version 2 goes through every step; then
+    version 3, which answers errors on part of the traffic, is rolled back at the first
+    step. No request fails, also not while staging is redeployed (2, then 3)."""
+    settings = container_settings(**CANARY)
+    root = settings.project_root
+    production = get_target("production", settings)
+    deploy(settings, "production", "1")
+    deploy(settings, "staging", "2")
+    smoke_test(settings, "staging")
+    assert "canary: version 2 takes 10 %, then 50 %, then 100 % of production's traffic " \
+           "beside version 1" in promote_plan(settings)
+    with Probe(settings) as probe:
+        promote(settings, approved=True)
+    print(f"version 2: answers {dict(probe.answers)}")
+    assert probe.failures == []
+    assert set(probe.answers) == {("200", "1"), ("200", "2")}
+    assert (production.status().healthy, production.status().model_version) == (True, "2")
+    assert versions_running(production) == ["2"]
+    tags = tracking.connect(settings)[0].get_model_version(settings.model.name, "2").tags
+    assert tags[CANARY_TAG] == "passed: 10 %, 50 %, 100 %"
+
+    with Probe(settings, "staging") as probe:
+        deploy(settings, "staging", "3")
+    print(f"staging redeploy: answers {dict(probe.answers)}")
+    assert probe.failures == []
+    assert {version for status, version in probe.answers if status == "200"} == {"2", "3"}
+    smoke_test(settings, "staging")
+    promoted = git(root, "rev-parse", "HEAD")
+    with Probe(settings) as probe:
+        with pytest.raises(MlopsError, match="canary of version 3 failed: error rate.* at "
+                                             "the 10 % step"):
+            promote(settings, approved=True)
+    served = probe.served()
+    print(f"version 3: answers {dict(probe.answers)}")
+    assert probe.failures == []
+    assert (production.status().healthy, production.status().model_version) == (True, "2")
+    assert versions_running(production) == ["2"]
+    assert desired_state.read(settings, "production").model_version == "2"
+    log = git(root, "log", "--format=%s", f"{promoted}..HEAD").splitlines()
+    assert log[0].startswith("Revert the canary of version 3: error rate")
+    assert log[1].startswith(f"Promote {settings.model.name} version 3 to production")
+    assert 0 < (served["3"] + served["error"]) / sum(served.values()) < 0.2, served
+
+
+@real_containers
 def test_rebuilt_image_is_not_promoted_untested(container_settings):
     settings = container_settings()
     deploy(settings, "staging", "2")
@@ -221,23 +292,41 @@ def test_port_in_use_is_refused_and_nothing_is_left_running(container_settings):
         squatter.listen()
         port = squatter.getsockname()[1]
         settings = container_settings(MLOPS_STAGING_PORT=str(port))
-        with pytest.raises(MlopsError, match=f"port {port} for staging is already in use"):
+        with pytest.raises(MlopsError, match=f"(?i)port {port} for staging is already in use"):
             deploy(settings, "staging", "1")
     assert get_target("staging", settings).status() is None
 
 
 @real_containers
-def test_stop_removes_only_this_projects_containers(container_settings, request):
+def test_deploy_takes_over_the_port_restarts_a_dead_front_and_stop_removes_only_ours(
+        container_settings, request):
     settings = container_settings()
-    deploy(settings, "staging", "1")
     target = get_target("staging", settings)
+    # A container as this project started them before the front existed, publishing the
+    # target's port itself: deploy replaces it (the port is unserved for a moment, once).
+    reference = target.reference(recorded(settings, "1"))
+    earlier = docker("run", "--detach", "--label", f"{LABEL_PROJECT}={target.project}",
+                     "--label", f"{LABEL_TARGET}=staging", "--label", f"{LABEL_VERSION}=1",
+                     "--publish", f"127.0.0.1:{target.port}:5001", reference).stdout.strip()
+    assert deploy(settings, "staging", "1").healthy
+    assert versions_running(target) == ["1"]
+    assert earlier not in docker("ps", "--all", "--no-trunc").stdout
+    # The front that serves the port is supervised: killed, status says so, and deploy
+    # starts it again in front of the running container.
+    container, front = inspect(target)["Id"], target.front()
+    os.killpg(front.pid, signal.SIGKILL)
+    while front.is_running():
+        time.sleep(0.05)
+    assert "no front serves port" in target.status().detail
+    assert deploy(settings, "staging").healthy
+    assert inspect(target)["Id"] == container
     # Another project's staging container, labelled like ours but for another folder.
     other = docker("run", "--detach", "--label", "mlops.project=/elsewhere",
                    "--label", "mlops.target=staging", "--entrypoint", "sleep",
-                   target.reference(recorded(settings, "1")), "300").stdout.strip()
+                   reference, "300").stdout.strip()
     request.addfinalizer(lambda: docker("rm", "--force", other))
     stop(settings, "staging")
-    assert target.status() is None
+    assert target.status() is None and target.front() is None
     assert json.loads(docker("inspect", other).stdout)[0]["State"]["Running"] is True
 
 

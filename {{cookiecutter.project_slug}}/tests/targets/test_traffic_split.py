@@ -1,15 +1,68 @@
-"""The canary's traffic split (ml_service/targets/traffic_split.py) as a real process in
-front of a real HTTP server: what it does with the connections it holds when it stops."""
+"""The split proxy (ml_service/targets/traffic_split.py) on its own, in front of small
+HTTP servers: moving its sides to other ports, keeping no data per request while it serves
+one release (as the container target's front does for days), and what it does with the
+connections it holds when it stops."""
 import http.client
+import json
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 
-from ml_service.targets import local
-from ml_service.targets.loopback import free_port
+import pytest
+
+from ml_service.targets.local import (SPLIT_PROXY, Process, marked_processes,
+                                      start_traffic_split, stop_group)
 from tests.helpers.http_stub import JsonHandler, serving
+from tests.helpers.project import free_port
+
+pytestmark = pytest.mark.slow
+
+
+class Named(JsonHandler):
+    def do_GET(self):
+        self.send_json(200, self.server.name)
+
+
+@pytest.fixture
+def servers():
+    with serving(Named, name="old") as old, serving(Named, name="new") as new:
+        yield {"old": old.server_address[1], "new": new.server_address[1]}
+
+
+def answer(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+        return json.load(response)
+
+
+def test_sides_move_to_new_ports_and_one_release_is_not_counted(servers, tmp_path):
+    port, mark = free_port(), f"test-split-{tmp_path}"
+    split = start_traffic_split(port, servers["old"], servers["old"], mark, tmp_path / "log")
+    try:
+        assert [answer(port) for _ in range(3)] == ["old"] * 3
+        counts = split.counts()
+        assert counts["stable_counts"]["requests"] == counts["canary_counts"]["requests"] == 0
+        assert counts["stable_counts"]["latencies_ms"] == []
+        # A canary: the new release on the canary side, half the traffic, counted.
+        split.route(50, canary_port=servers["new"])
+        assert sorted(answer(port) for _ in range(4)) == ["new", "new", "old", "old"]
+        counts = split.counts()
+        assert (counts["stable_counts"]["requests"], counts["canary_counts"]["requests"]) == \
+            (2, 2)
+        # The switch a deploy makes: both sides to the new release, all traffic.
+        split.route(0, stable_port=servers["new"], canary_port=servers["new"])
+        assert [answer(port) for _ in range(3)] == ["new"] * 3
+        assert split.counts()["stable_counts"] == {"port": servers["new"], "requests": 0,
+                                                   "server_errors": 0, "latencies_ms": []}
+        with pytest.raises(urllib.error.HTTPError, match="400"):
+            split.route(0, stable_port=70000)
+        assert answer(port) == "new"
+    finally:
+        stop_group(Process.of_process(*next(marked_processes(mark))))
+
 
 CLIENTS = 16
 
@@ -43,7 +96,7 @@ def test_a_stopping_split_answers_every_connection_it_accepted():
     with serving(Scoring) as upstream:
         upstream_port = upstream.server_address[1]
         proxy = subprocess.Popen(
-            [sys.executable, str(local.SPLIT_PROXY), "--port", str(port), "--control",
+            [sys.executable, str(SPLIT_PROXY), "--port", str(port), "--control",
              str(control), "--stable", str(upstream_port), "--canary", str(upstream_port)],
             stdout=subprocess.PIPE, text=True)
         try:
