@@ -24,9 +24,10 @@ import server_log  # noqa: E402 (found beside this file)
 from worker import ScoringWorker  # noqa: E402 (found beside this file)
 
 server_log.route_output()
-# What the azmlinfsrv command does before it starts gunicorn: set the entry script and the
-# app root, load its logging config, and pass the log options below.
-os.environ.setdefault("AZUREML_ENTRY_SCRIPT", str(HERE / "score.py"))
+# What the azmlinfsrv command does before it starts gunicorn: set the entry script (score.py
+# through entry_script.py, so that the worker's fast path shares its module) and the app
+# root, load its logging config, and pass the log options below.
+os.environ.setdefault("AZUREML_ENTRY_SCRIPT", str(HERE / "entry_script.py"))
 os.environ.setdefault("AML_APP_ROOT", str(HERE))
 load_logging_config(PACKAGE_ROOT)
 wsgi_app = "azureml_inference_server_http.server.entry:app"

@@ -262,14 +262,36 @@ def run(request):
     """Answer one request to /score (a Flask request); see the module docstring."""
     sock = request.environ.get("gunicorn.socket")
     try:
-        _check_headers(request)
+        check_request(request.method, request.headers, request.content_length)
     except RequestError as error:
         _discard_body(request, sock)
         return _error_response(error)
     try:
-        features = parse_request(_read_body(request, sock))
+        return predictions_for(_read_body(request, sock), SMOKE_TEST_HEADER in request.headers)
     except RequestError as error:
         return _error_response(error)
+
+
+def answer(method, headers, body):
+    """run()'s answer to a request read whole by the server's own loop (worker.py's fast
+    path, which skips the Flask app): (status, headers to add, the JSON body as a dict).
+    `headers` maps lower-case names to values; `body` is the bytes of the whole body."""
+    try:
+        check_request(method, headers, len(body))
+        return 200, {}, predictions_for(body, SMOKE_TEST_HEADER.lower() in headers)
+    except RequestError as error:
+        return error.status, error.headers, {"error": str(error)}
+
+
+def predictions_for(body, smoke_test=False):
+    """The answer to a request's whole body (bytes): the predictions and the model version;
+    the request is recorded in the prediction log (smoke_test: marked as the pipeline's own)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RequestError(400, f"The body is not UTF-8 text ({error}): send JSON encoded "
+                                "as UTF-8") from None
+    features = parse_request(text)
     # A non-finite prediction is answered below; numpy's overflow warning would only add noise.
     with np.errstate(over="ignore", invalid="ignore"):
         predictions = _state["predict"](features)
@@ -277,12 +299,12 @@ def run(request):
         finite = np.isfinite(predictions).reshape(len(predictions), -1).all(axis=1)
         if not finite.all():
             rows = np.flatnonzero(~finite).tolist()
-            return _error_response(RequestError(
+            raise RequestError(
                 422, f"The model's prediction for row{'s' * (len(rows) > 1)} "
                      f"{', '.join(map(str, rows[:10]))} is not a finite number: the inputs are "
-                     "far outside the range of the training data; send values of that scale"))
+                     "far outside the range of the training data; send values of that scale")
     answer = predictions.tolist()
-    _record_prediction(features, answer, SMOKE_TEST_HEADER in request.headers)
+    _record_prediction(features, answer, smoke_test)
     return {"predictions": answer, "model_version": _state["model_version"]}
 
 
@@ -419,13 +441,15 @@ def _error_response(error):
     return response
 
 
-def _check_headers(request):
-    """Refuse what the method and headers alone show to be wrong (nothing of the body is read)."""
-    if request.method != "POST":
-        raise RequestError(405, f"{request.method} is not allowed on /score: send a POST with "
+def check_request(method, headers, content_length):
+    """Refuse what the method and headers alone show to be wrong (nothing of the body is read).
+    `headers`: a mapping that finds lower-case names (Flask's finds any case);
+    `content_length`: the body's declared length, None when unknown (chunked)."""
+    if method != "POST":
+        raise RequestError(405, f"{method} is not allowed on /score: send a POST with "
                                 "the JSON body", {"Allow": "POST"})
     if _state["key"] is not None:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        scheme, _, given = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
             raise RequestError(401, "This endpoint needs a key: send the header "
                                     "'Authorization: Bearer <key>'",
@@ -436,11 +460,12 @@ def _check_headers(request):
                                     "the key of this endpoint",
                                {"WWW-Authenticate": 'Bearer realm="scoring", '
                                                     'error="invalid_token"'})
-    if request.mimetype != "application/json":
-        raise RequestError(415, f"Content-Type {request.content_type or 'unset'} is not JSON: "
+    content_type = headers.get("content-type", "")
+    if content_type.partition(";")[0].strip().lower() != "application/json":
+        raise RequestError(415, f"Content-Type {content_type or 'unset'} is not JSON: "
                                 "send the body with the header 'Content-Type: application/json'")
-    if request.content_length is not None and request.content_length > _state["max_body"]:
-        raise RequestError(413, _too_large(request.content_length))
+    if content_length is not None and content_length > _state["max_body"]:
+        raise RequestError(413, _too_large(content_length))
 
 
 def _too_large(length=None):
@@ -484,7 +509,7 @@ def _discard_body(request, sock):
 
 
 def _read_body(request, sock):
-    """The body as text: 413 past the size limit, 408 past the body timeout, 400 not UTF-8."""
+    """The body (bytes): 413 past the size limit, 408 past the body timeout."""
     limit, seconds = _state["max_body"], _state["body_timeout"]
     with _body_deadlines.watch(sock, seconds) as watch:
         try:
@@ -500,11 +525,7 @@ def _read_body(request, sock):
     if len(data) > limit:
         _discard_body(request, sock)
         raise RequestError(413, _too_large())
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise RequestError(400, f"The body is not UTF-8 text ({error}): send JSON encoded "
-                                "as UTF-8") from None
+    return data
 
 
 class _BodyDeadlines:

@@ -22,7 +22,7 @@ from ml_service.errors import MlopsError
 from ml_service.release import context_digest, context_files, manifest_path
 from ml_service.releasing import registry
 
-SCORING_FILES = ("score.py", "server_log.py", "worker.py", "gunicorn.conf.py",
+SCORING_FILES = ("score.py", "entry_script.py", "server_log.py", "worker.py", "gunicorn.conf.py",
                  "requirements.txt", "conda.yml", "Dockerfile")
 
 

@@ -1,4 +1,5 @@
 """Shared by the scoring tests: a real saved MLflow model and the bad requests to send it."""
+import importlib
 import importlib.util
 import json
 import sys
@@ -37,11 +38,23 @@ def saved_model(tmp_path_factory):
         yield folder
 
 
+def scoring_on_path():
+    """Make scoring/'s modules importable by name, as the server finds them beside
+    gunicorn.conf.py."""
+    if str(SCORING_DIR) not in sys.path:
+        sys.path.append(str(SCORING_DIR))
+
+
+def import_worker():
+    """scoring/worker.py, imported as the server imports it (with score.py by name)."""
+    scoring_on_path()
+    return importlib.import_module("worker")
+
+
 def load_score_module():
     """A fresh instance of scoring/score.py (it is a script, not a package module), which
     imports server_log.py beside it as the server does (gunicorn.conf.py)."""
-    if str(SCORING_DIR) not in sys.path:
-        sys.path.append(str(SCORING_DIR))
+    scoring_on_path()
     spec = importlib.util.spec_from_file_location("score", SCORING_DIR / "score.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

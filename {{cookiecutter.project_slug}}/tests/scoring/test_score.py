@@ -296,4 +296,4 @@ def test_image_runs_the_server_command_of_the_local_targets_on_all_interfaces():
     assert [Path(local[0]).name, local[1], Path(local[2]).name, local[3]] == image[:4]
     assert (local[4], image[4]) == ("127.0.0.1:5001", "0.0.0.0:5001")
     assert f"AZUREML_MODEL_DIR={settings['AZUREML_MODEL_DIR']}" in dockerfile
-    assert "COPY score.py server_log.py worker.py gunicorn.conf.py ./" in dockerfile
+    assert "COPY score.py entry_script.py server_log.py worker.py gunicorn.conf.py ./" in dockerfile

@@ -9,6 +9,7 @@ import concurrent.futures
 import contextlib
 import http.client
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -25,9 +26,11 @@ from ml_service.config import load_settings
 from ml_service.release import Release
 from ml_service.releasing.image import SCORING_FILES
 from ml_service.targets.local import LocalTarget, server_command
+from ml_service.targets.loopback import free_port
+from tests.helpers.canary import BROKEN_ON_PART_OF_THE_TRAFFIC
 from tests.helpers.project import PROJECT_ROOT, kept_unchanged
 from tests.helpers.scoring import (BAD_REQUEST_PARAMS, BAD_REQUESTS, ROW, SCORING_DIR, body,
-                                   save_model, strict_json)
+                                   import_worker, save_model, strict_json)
 
 pytestmark = pytest.mark.slow
 
@@ -35,12 +38,6 @@ HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 180
 KEY = "test-key-0123456789abcdef"
 UNAUTHENTICATED_NOTICE = "No scoring key configured"
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def request(port, method="POST", path="/score", payload=None, content_type="application/json",
@@ -110,14 +107,14 @@ class ServerLog:
         return written
 
 
-def start_server(model_dir, state_dir, request, **env):
-    """(port, ServerLog) of a scoring server on a fresh port, its files in `state_dir`;
-    stopped when the module ends."""
+def start_server(model_dir, state_dir, request, scoring_dir=SCORING_DIR, **env):
+    """(port, ServerLog) of a scoring server on a fresh port, its files in `state_dir`,
+    its scoring files those in `scoring_dir`; stopped when the module ends."""
     port = free_port()
     environ = {key: value for key, value in os.environ.items()
                if not key.startswith(("SCORING_", "GUNICORN_"))}
     # One worker: the fewest threads to starve.
-    command, settings = server_command(SCORING_DIR, model_dir, port, workers=1)
+    command, settings = server_command(scoring_dir, model_dir, port, workers=1)
     environ.update(settings, MODEL_VERSION="test-1", XDG_RUNTIME_DIR=str(state_dir), **env)
     log_path = state_dir / "server.log"
     log = open(log_path, "wb")
@@ -450,3 +447,114 @@ def test_key_never_reaches_the_log(keyed_server):
     assert "Scoring key required" in log.startup
     assert KEY not in written
     assert UNAUTHENTICATED_NOTICE not in written
+
+
+@pytest.fixture(scope="module")
+def one_thread_server(model, request, tmp_path_factory):
+    """(port, ServerLog) of a server with a key, one thread, a 5 s body timeout, and a
+    score.py that fails on every row whose first feature is below -0.03."""
+    state_dir = tmp_path_factory.mktemp("one-thread-server")
+    scoring_dir = state_dir / "scoring"
+    scoring_dir.mkdir()
+    for name in SCORING_FILES:
+        shutil.copy2(SCORING_DIR / name, scoring_dir / name)
+    with open(scoring_dir / "score.py", "a") as script:
+        script.write(BROKEN_ON_PART_OF_THE_TRAFFIC)
+    return start_server(model[0], state_dir, request, scoring_dir=scoring_dir, SCORING_KEY=KEY,
+                        SCORING_BODY_TIMEOUT="5", GUNICORN_CMD_ARGS="--threads 1")
+
+
+def exchange(port, head, payload):
+    """Send one POST /score (`head`: the request line and headers but Content-Length);
+    return (status line, [(header, value)], body)."""
+    with socket.create_connection((HOST, port), timeout=30) as sock:
+        sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(payload) + payload)
+        answer = sock.makefile("rb")
+        status = answer.readline().decode().rstrip()
+        headers = [tuple(part.strip() for part in line.decode().split(":", 1))
+                   for line in iter(answer.readline, b"\r\n")]
+        length = int(next(value for name, value in headers if name == "Content-Length"))
+        return status, headers, answer.read(length)
+
+
+LONG_ID = "x" * 101
+# (id, headers after the request line, body): the requests whose answers are compared.
+ANSWERED_ALIKE = [
+    # (Where malformed JSON ends, the padding would move the position its error names.)
+    *((case[0], {}, case[1]) for case in BAD_REQUESTS if case[0] != "malformed-json"),
+    ("malformed-json-inside", {}, '{"data": [[1, 2}'),
+    ("good", {}, body([ROW])),
+    ("named", {}, body([dict(zip(["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5",
+                                  "s6"], ROW))])),
+    ("run-raises", {}, body([[-0.05] + ROW[1:]])),
+    ("no-key", {"Authorization": None}, body([ROW])),
+    ("wrong-key", {"Authorization": "Bearer " + "y" * 24}, body([ROW])),
+    ("not-json", {"Content-Type": "text/plain"}, body([ROW])),
+    ("json-with-charset", {"Content-Type": "application/json; charset=utf-8"}, body([ROW])),
+    ("request-id", {"x-request-id": "abc-123"}, body([ROW])),
+    ("client-request-id", {"x-ms-client-request-id": "client-1"}, body([ROW])),
+    ("legacy-request-id", {"x-ms-request-id": "legacy-1"}, body([ROW])),
+    ("trace-id", {"TraceId": "trace-1"}, body([ROW])),
+    ("long-request-id", {"x-request-id": LONG_ID}, body([ROW])),
+    ("long-client-request-id", {"x-ms-client-request-id": LONG_ID}, body([ROW])),
+    ("connection-close", {"Connection": "close"}, body([ROW])),
+    ("smoke-test", {"X-MLOPS-Smoke-Test": "1"}, body([ROW])),
+]
+# Differ between any two answers: when it was, how long run() took, a generated request id.
+VARYING = {"Date", "x-ms-run-fn-exec-ms"}
+
+
+@pytest.mark.parametrize("headers, payload", [pytest.param(*case[1:], id=case[0])
+                                              for case in ANSWERED_ALIKE])
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_the_workers_fast_answers_are_the_flask_apps(one_thread_server, headers, payload,
+                                                     version):
+    """A whole POST /score of up to 64 KB is answered by the worker's loop (worker.py's
+    fast path); the same request padded with JSON whitespace past that goes through
+    azmlinfsrv's Flask app. Same status line, headers in the same order with the same
+    values, same body."""
+    headers = {"Host": "x", "Content-Type": "application/json",
+               "Authorization": f"Bearer {KEY}", **headers}
+    head = f"POST /score HTTP/{version}\r\n".encode() + b"".join(
+        f"{name}: {value}\r\n".encode() for name, value in headers.items() if value is not None)
+    payload = payload.encode() if isinstance(payload, str) else payload
+    fast, app = (exchange(one_thread_server[0], head, payload + padding)
+                 for padding in (b"", b" " * import_worker().FAST_PATH_MAX_BODY))
+    generated = "x-request-id" not in headers
+
+    def comparable(answer):
+        status, answer_headers, content = answer
+        return status, [(name, "*" if name in VARYING or (generated and name.endswith(
+            "request-id")) else value) for name, value in answer_headers], content
+    assert comparable(fast) == comparable(app)
+    if generated and fast[0].split()[1] != "431":  # a new id for every request
+        assert dict(fast[1])["x-request-id"] != dict(app[1])["x-request-id"]
+
+
+def test_a_score_request_needs_no_free_thread(one_thread_server):
+    """The server's one thread is held by a chunked body the Flask app reads at a trickle;
+    a whole POST /score is still answered at once, by the worker's loop."""
+    port = one_thread_server[0]
+    held = SlowUpload(port, b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                            b"\r\nAuthorization: Bearer " + KEY.encode()
+                      + b"\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{\r\n", step=b"")
+    try:
+        time.sleep(1)  # the thread is reading the trickle
+        answers = [timed_request(port, {"Authorization": f"Bearer {KEY}"}) for _ in range(3)]
+    finally:
+        held.close()
+    assert [status for status, _ in answers] == [200] * 3
+    assert max(seconds for _, seconds in answers) < 2, answers
+
+
+def test_a_failing_run_is_logged_and_answered_500(one_thread_server):
+    port, log = one_thread_server
+    mark = log.mark()
+    status, headers, content = exchange(
+        port, f"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              f"Authorization: Bearer {KEY}\r\n".encode(), body([[-0.05] + ROW[1:]]).encode())
+    assert status.split()[1] == "500"
+    assert ("x-ms-run-function-failed", "True") in headers
+    assert "scoring script" in json.loads(content)["message"]
+    written = log.wait_for(mark, '"POST /score HTTP/1.1" 500')
+    assert "RuntimeError: broken on these inputs" in written
