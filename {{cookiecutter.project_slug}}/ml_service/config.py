@@ -213,6 +213,8 @@ TARGET_NAMES = ("staging", "production")
 # An IoT Edge device: deployed explicitly (`deploy --target edge --model-version N`).
 EDGE_TARGET = "edge"
 DEPLOY_TARGETS = (*TARGET_NAMES, EDGE_TARGET)
+# The kinds that serve on a port of this machine: two targets of these kinds need two.
+MACHINE_KINDS = ("local", "container")
 TARGET_KINDS = {"staging": ("local", "container", "aci"),
                 "production": ("local", "container", "aks"),
                 EDGE_TARGET: ("edge",)}
@@ -437,6 +439,12 @@ def load_settings(path=None, environ=None):
     root = path.parent
     sections = {name: _section(name, cls, document.get(name), environ)
                 for name, cls in SECTIONS.items()}
+    staging, production = (sections[name] for name in TARGET_NAMES)
+    if staging.port == production.port and {staging.kind, production.kind} <= set(MACHINE_KINDS):
+        raise ConfigError(f"Staging and production would both serve on port {staging.port} "
+                          "of this machine.",
+                          "Give each its own port: [staging] port and [production] port in "
+                          f"{path.name}, or MLOPS_STAGING_PORT and MLOPS_PRODUCTION_PORT.")
     tracking = sections["tracking"]
     sections["tracking"] = TrackingSettings(
         uri=resolve_tracking_uri(environ.get("MLFLOW_TRACKING_URI", tracking.uri), root),

@@ -52,6 +52,24 @@ def test_model_name_must_suit_the_registry_and_the_image(project, name):
     assert "Docker's image naming rule" in str(raised.value)
 
 
+@pytest.mark.parametrize("environ", [
+    {"MLOPS_PRODUCTION_PORT": "5101"},
+    {"MLOPS_STAGING_PORT": "5200", "MLOPS_PRODUCTION_PORT": "5200",
+     "MLOPS_STAGING_KIND": "container"},
+])
+def test_staging_and_production_on_this_machine_need_two_ports(project, environ):
+    with pytest.raises(ConfigError) as raised:
+        load_settings(project / "mlops.toml", environ=environ)
+    assert "both serve on port" in str(raised.value)
+    assert "MLOPS_STAGING_PORT" in str(raised.value)
+
+
+def test_a_port_shared_with_a_cloud_target_is_no_conflict(project):
+    settings = load_settings(project / "mlops.toml", environ={
+        "MLOPS_PRODUCTION_PORT": "5101", "MLOPS_PRODUCTION_KIND": "aks"})
+    assert settings.production.port == settings.staging.port
+
+
 def test_bad_environment_value_names_the_variable(project):
     with pytest.raises(ConfigError, match="MLOPS_TRAINING_RANDOM_SEED") as raised:
         load_settings(project / "mlops.toml", environ={"MLOPS_TRAINING_RANDOM_SEED": "forty"})

@@ -14,6 +14,9 @@ FIRST_FREE_PORT = 10000
 # Its own generator, seeded by the OS: one that a caller seeds (a test runner re-seeds
 # `random` before every test) would hand two processes the same ports.
 _PORTS = random.SystemRandom()
+# Handed out by this process: two targets configured one after the other (nothing bound
+# yet) must not get the same port.
+_HANDED_OUT = set()
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
@@ -29,12 +32,15 @@ def free_port():
         ephemeral_start = 49152
     while True:
         port = _PORTS.randrange(FIRST_FREE_PORT, max(ephemeral_start, FIRST_FREE_PORT + 1000))
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:  # in use: another
                 continue
-            return port
+        _HANDED_OUT.add(port)
+        return port
 
 
 class LoopbackTarget:
