@@ -274,10 +274,16 @@ class ScoringWorker(gthread.ThreadWorker):
     def _hand_over(self, conn):
         """A whole request was read: answer it here if the fast path can, else in a thread."""
         while self.fast_path:
-            request = fast_request(conn.mlops_read, self.cfg)
-            if request is None:
-                break
-            keep_alive, rest = self._answer(conn, *request)
+            try:
+                request = fast_request(conn.mlops_read, self.cfg)
+                if request is None:
+                    break
+                keep_alive, rest = self._answer(conn, *request)
+            except Exception:  # a fault here costs this connection, not the worker's others
+                self.log.exception("The fast path failed on a request; connection closed")
+                self.nr_conns -= 1
+                conn.close()
+                return
             if keep_alive is None:  # a thread finishes sending the answer
                 return
             if not keep_alive:
@@ -319,8 +325,8 @@ class ScoringWorker(gthread.ThreadWorker):
         if "traceid" in headers:
             extra.append(("TraceId", headers["traceid"]))
         content = json.dumps(payload).encode()
-        connection = headers.get("connection", "").lower()
-        keep_alive = ("keep-alive" in connection if minor == 0 else "close" not in connection) \
+        connection = headers.get("connection", "").lower()  # as gunicorn reads it
+        keep_alive = (connection == "keep-alive" or minor == 1 and connection != "close") \
             and self.alive and bool(self.cfg.keepalive) \
             and len(self.keepalived_conns) < self.max_keepalived
         self.nr += 1

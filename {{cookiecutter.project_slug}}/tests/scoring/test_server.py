@@ -498,6 +498,8 @@ ANSWERED_ALIKE = [
     ("long-request-id", {"x-request-id": LONG_ID}, body([ROW])),
     ("long-client-request-id", {"x-ms-client-request-id": LONG_ID}, body([ROW])),
     ("connection-close", {"Connection": "close"}, body([ROW])),
+    ("connection-keep-alive", {"Connection": "keep-alive"}, body([ROW])),
+    ("connection-two-tokens", {"Connection": "keep-alive, TE"}, body([ROW])),
     ("smoke-test", {"X-MLOPS-Smoke-Test": "1"}, body([ROW])),
 ]
 # Differ between any two answers: when it was, how long run() took, a generated request id.
