@@ -8,6 +8,7 @@ on gunicorn's command line outrank GUNICORN_CMD_ARGS and this file. Options give
 on gunicorn's command line (e.g. `--bind`, `--workers`) or in GUNICORN_CMD_ARGS override these.
 See README.md, "Serving setup", for the measurements behind the choices.
 """
+import atexit
 import logging
 import os
 import sys
@@ -65,3 +66,31 @@ def post_fork(server, worker):
     errors, and score.py's own lines, stay."""
     logging.getLogger("azmlinfsrv").setLevel(logging.WARNING)
     logging.getLogger("azmlinfsrv.score").setLevel(logging.INFO)
+
+
+def worker_exit(server, worker):
+    """A worker that stops cleanly (exit status 0) ends without tearing down its objects;
+    any other exit (a boot error, which the master reads from the status) is Python's own.
+    The requests in flight were given graceful_timeout already."""
+    stopping = sys.exc_info()[1]  # the SystemExit of gunicorn's worker, in its `finally`
+    if isinstance(stopping, SystemExit) and stopping.code in (0, None):
+        _exit_without_teardown()
+
+
+def on_exit(server):
+    """The master, stopped by a signal (exit status 0; gunicorn's HaltServer, which carries
+    another status, keeps Python's own exit), ends without tearing down its objects."""
+    if isinstance(sys.exc_info()[1], (StopIteration, KeyboardInterrupt)):
+        _exit_without_teardown()
+
+
+def _exit_without_teardown():
+    """Exit with status 0 as Python's exit would (the exit handlers run: the logging
+    handlers' flush, server_log's drain of the last lines; the output flushed) but without
+    freeing every object one by one: with scikit-learn, scipy and pandas loaded that was
+    about 0.4 CPU-s a process, more in a forked worker (each page is copied before its
+    objects are freed): 0.4-2 CPU-s of every server stop, 0.07 without it."""
+    atexit._run_exitfuncs()  # the handlers Python runs at exit (CPython, undocumented)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

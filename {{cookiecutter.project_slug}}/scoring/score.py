@@ -38,6 +38,7 @@ import hmac
 import json
 import logging
 import os
+import pickle
 import random
 import socket
 import sys
@@ -48,6 +49,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import yaml  # a dependency of mlflow-skinny
 from azureml_inference_server_http.api.aml_request import rawhttp
 from azureml_inference_server_http.api.aml_response import AMLResponse
 from server_log import SharedRotatingFileHandler
@@ -161,15 +163,59 @@ def _scoring_key():
     return value.encode(), source
 
 
+def read_model_file(model_dir):
+    """(flavors, input columns or None) of the MLflow model in `model_dir`, read from its
+    MLmodel file as mlflow.models.Model.load reads them: the columns are the signature's
+    input names, None when it declares none (no signature, or unnamed tensors).
+
+    Read directly: importing mlflow costs about 1 CPU-second per server start, and a
+    scikit-learn model needs nothing else of it (load_sklearn_model).
+    """
+    meta = yaml.safe_load((Path(model_dir) / "MLmodel").read_text(encoding="utf-8"))
+    inputs = json.loads((meta.get("signature") or {}).get("inputs") or "[]")
+    # As mlflow's Schema: named when its first input is, an unnamed one by its position.
+    if not inputs or inputs[0].get("name") is None:
+        return meta["flavors"], None
+    return meta["flavors"], [spec.get("name") or index for index, spec in enumerate(inputs)]
+
+
+def load_sklearn_model(model_dir, flavor):
+    """The estimator of an MLflow model's sklearn `flavor` (its MLmodel settings), loaded
+    as mlflow.sklearn.load_model loads a local model folder: the file `pickled_model` in its
+    `serialization_format`, a skops file trusting only skops' defaults and the model's
+    `skops_trusted_types`.
+
+    Without mlflow (see read_model_file), except where mlflow's loader does more: a model
+    with code of its own to put on sys.path, a format this function does not know, or
+    MLFLOW_ALLOW_PICKLE_DESERIALIZATION set (the switch that can forbid loading at all).
+    """
+    model_file = Path(model_dir) / flavor["pickled_model"]
+    serialization = flavor.get("serialization_format", "pickle")
+    if flavor.get("code") or serialization not in ("skops", "cloudpickle", "pickle") \
+            or "MLFLOW_ALLOW_PICKLE_DESERIALIZATION" in os.environ:
+        import mlflow.sklearn
+
+        return mlflow.sklearn.load_model(str(model_dir))
+    if serialization == "skops":
+        import skops.io
+
+        return skops.io.load(model_file, trusted=flavor.get("skops_trusted_types"))
+    with open(model_file, "rb") as file:
+        if serialization == "cloudpickle":
+            import cloudpickle
+
+            return cloudpickle.load(file)
+        return pickle.load(file)
+
+
 def _load_predict(model_dir, flavors, columns):
     """A function from a 2-D float array (signature column order) to a 1-D prediction array."""
     if "sklearn" in flavors:
-        import mlflow.sklearn
         import sklearn
 
         # Calling the estimator on a numpy array skips pyfunc's pandas conversion and schema
         # enforcement (about 2.4 ms per request); run() validates the input itself.
-        estimator = mlflow.sklearn.load_model(str(model_dir))
+        estimator = load_sklearn_model(model_dir, flavors["sklearn"])
         fitted = [str(name) for name in getattr(estimator, "feature_names_in_", columns)]
         if fitted != columns:
             raise RuntimeError(f"The model was fitted on columns {fitted} but its signature "
@@ -221,18 +267,15 @@ def _linear_predict(estimator, predict, width):
 
 def init():
     """Load the model under AZUREML_MODEL_DIR, read its input columns and the settings."""
-    from mlflow.models import Model
-
     root = os.environ.get("AZUREML_MODEL_DIR")
     if not root:
         raise RuntimeError("AZUREML_MODEL_DIR is not set: set it to the folder of the MLflow "
                            "model (azmlinfsrv: --model_dir)")
     model_dir = find_model_dir(root)
-    meta = Model.load(str(model_dir / "MLmodel"))
-    if meta.signature is None or not meta.signature.inputs.has_input_names():
+    flavors, columns = read_model_file(model_dir)
+    if columns is None:
         raise RuntimeError(f"The model in {model_dir} has no signature with named inputs: "
                            "log it with signature=infer_signature(features, predictions)")
-    columns = meta.signature.inputs.input_names()
     max_batch = _positive_setting(MAX_BATCH_ENV, DEFAULT_MAX_BATCH, int)
     key, key_source = _scoring_key()
     _state.update(
@@ -247,7 +290,7 @@ def init():
         body_timeout=_positive_setting(BODY_TIMEOUT_ENV, DEFAULT_BODY_TIMEOUT, float),
         key=key,
         model_version=os.environ.get("MODEL_VERSION"),
-        predict=_load_predict(model_dir, meta.flavors, columns),
+        predict=_load_predict(model_dir, flavors, columns),
         prediction_log=_prediction_log(),
     )
     if key is None:

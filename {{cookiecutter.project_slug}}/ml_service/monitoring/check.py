@@ -14,7 +14,7 @@ import pandas as pd
 
 from ml_service import desired_state, report, tracking
 from ml_service.errors import MlopsError
-from ml_service.monitoring import drift, log_analytics, page, records
+from ml_service.monitoring import log_analytics, records
 from ml_service.monitoring.prediction_log import log_folder
 from training import reference
 
@@ -116,6 +116,10 @@ def monitor(settings, target, dry_run=False):
                        f"[monitoring] min_rows); no drift verdict",
                        {"drift": "unknown", "recent_rows": len(frame)})
         return 0
+    # Here, not at the top: the tests' scipy.stats and the page's matplotlib are about
+    # 1 CPU-s, which the checks that end above (no release yet, too little traffic) need not pay.
+    from ml_service.monitoring import drift, page
+
     client, _ = tracking.connect(settings)
     training_sample = load_reference(client, settings, version)
     result = drift.compare(training_sample, frame, list(training_sample.columns),

@@ -2,8 +2,10 @@
 requests of each kind."""
 import importlib.metadata
 import json
+import pickle
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -235,6 +237,75 @@ def test_models_without_the_sklearn_flavor_are_served_through_pyfunc(monkeypatch
     rows = features.head(4)
     np.testing.assert_allclose(predictions(score, body(rows.to_numpy().tolist()))["predictions"],
                                model.predict(rows), rtol=1e-12)
+
+
+def _saved_as(folder, serialization, alpha=0.1):
+    """A Ridge saved in the sklearn flavor's `serialization` format; "project": as the
+    pipeline saves its models (training/lineage.py). Returns the folder."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_diabetes
+
+    from training import lineage
+    from training.model import train_model
+
+    features, target = load_diabetes(return_X_y=True, as_frame=True)
+    model = train_model(features, target, alpha)
+    if serialization == "project":
+        lineage.save_model(model, features, folder)
+    else:
+        mlflow.sklearn.save_model(model, str(folder), serialization_format=serialization,
+                                  signature=infer_signature(features, model.predict(features)),
+                                  pip_requirements=["scikit-learn"])
+    return folder
+
+
+@pytest.mark.parametrize("serialization", ["project", "skops", "cloudpickle", "pickle"])
+def test_sklearn_models_load_without_mlflow_as_mlflow_loads_them(tmp_path, serialization):
+    """score.py reads the MLmodel file and the estimator itself (mlflow's import is about
+    1 CPU-s per server start): the columns and the estimator, to its last fitted value,
+    are mlflow's own."""
+    import mlflow.sklearn
+    from mlflow.models import Model
+
+    score = load_score_module()
+    folder = _saved_as(tmp_path / "model", serialization)
+    flavors, columns = score.read_model_file(folder)
+    meta = Model.load(str(folder / "MLmodel"))
+    assert (flavors, columns) == (meta.flavors, meta.signature.inputs.input_names())
+    # The whole state, compared as pickle's bytes: type, parameters and fitted arrays.
+    loaded = pickle.dumps(score.load_sklearn_model(folder, flavors["sklearn"]))
+    assert loaded == pickle.dumps(mlflow.sklearn.load_model(str(folder)))
+    # ...which tell models apart that differ in one setting.
+    other = _saved_as(tmp_path / "other", serialization, alpha=0.2)
+    assert loaded != pickle.dumps(mlflow.sklearn.load_model(str(other)))
+
+
+def test_serving_a_sklearn_model_imports_no_mlflow(monkeypatch, saved):
+    # A module set to None in sys.modules fails its import.
+    for name in [name for name in sys.modules if name.split(".")[0] == "mlflow"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    score = fresh_score(monkeypatch, saved[0])
+    _, model, features = saved
+    np.testing.assert_allclose(predictions(score, body(features.head(3).to_numpy().tolist()))[
+        "predictions"], model.predict(features.head(3)), rtol=1e-12)
+
+
+def test_mlflows_switch_against_deserializing_models_is_obeyed(monkeypatch, saved):
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
+        fresh_score(monkeypatch, saved[0], MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false")
+
+
+def test_model_without_a_signature_fails_init_with_a_hint(monkeypatch, saved, tmp_path):
+    import mlflow.sklearn
+
+    mlflow.sklearn.save_model(saved[1], str(tmp_path / "model"),
+                              pip_requirements=["scikit-learn"])
+    with pytest.raises(RuntimeError, match="no signature with named inputs: log it with "
+                                           r"signature=infer_signature"):
+        fresh_score(monkeypatch, tmp_path / "model")
 
 
 @pytest.mark.parametrize("estimator", ["LinearRegression", "PoissonRegressor", "Pipeline"])
