@@ -38,7 +38,6 @@ import hmac
 import json
 import logging
 import os
-import pickle
 import random
 import socket
 import sys
@@ -181,31 +180,23 @@ def read_model_file(model_dir):
 
 def load_sklearn_model(model_dir, flavor):
     """The estimator of an MLflow model's sklearn `flavor` (its MLmodel settings), loaded
-    as mlflow.sklearn.load_model loads a local model folder: the file `pickled_model` in its
-    `serialization_format`, a skops file trusting only skops' defaults and the model's
-    `skops_trusted_types`.
+    as mlflow.sklearn.load_model loads a local model folder.
 
-    Without mlflow (see read_model_file), except where mlflow's loader does more: a model
-    with code of its own to put on sys.path, a format this function does not know, or
-    MLFLOW_ALLOW_PICKLE_DESERIALIZATION set (the switch that can forbid loading at all).
+    A skops file (what the project logs) is loaded here, trusting only skops' defaults and
+    the model's `skops_trusted_types`, without mlflow (see read_model_file). Anything else
+    is mlflow's to load, with its own rules: a pickle or cloudpickle file (code that runs
+    as it loads: mlflow's switch MLFLOW_ALLOW_PICKLE_DESERIALIZATION decides), a model with
+    code of its own to put on sys.path, a format this function does not know.
     """
-    model_file = Path(model_dir) / flavor["pickled_model"]
-    serialization = flavor.get("serialization_format", "pickle")
-    if flavor.get("code") or serialization not in ("skops", "cloudpickle", "pickle") \
+    if flavor.get("serialization_format") != "skops" or flavor.get("code") \
             or "MLFLOW_ALLOW_PICKLE_DESERIALIZATION" in os.environ:
         import mlflow.sklearn
 
         return mlflow.sklearn.load_model(str(model_dir))
-    if serialization == "skops":
-        import skops.io
+    import skops.io
 
-        return skops.io.load(model_file, trusted=flavor.get("skops_trusted_types"))
-    with open(model_file, "rb") as file:
-        if serialization == "cloudpickle":
-            import cloudpickle
-
-            return cloudpickle.load(file)
-        return pickle.load(file)
+    return skops.io.load(Path(model_dir) / flavor["pickled_model"],
+                         trusted=flavor.get("skops_trusted_types"))
 
 
 def _load_predict(model_dir, flavors, columns):

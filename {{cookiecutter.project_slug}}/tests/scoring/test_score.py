@@ -260,11 +260,11 @@ def _saved_as(folder, serialization, alpha=0.1):
     return folder
 
 
-@pytest.mark.parametrize("serialization", ["project", "skops", "cloudpickle", "pickle"])
+@pytest.mark.parametrize("serialization", ["project", "skops", "cloudpickle"])
 def test_sklearn_models_load_without_mlflow_as_mlflow_loads_them(tmp_path, serialization):
-    """score.py reads the MLmodel file and the estimator itself (mlflow's import is about
-    1 CPU-s per server start): the columns and the estimator, to its last fitted value,
-    are mlflow's own."""
+    """score.py reads the MLmodel file and a skops estimator itself (mlflow's import is
+    about 1 CPU-s per server start; pickle formats are mlflow's to load): the columns and
+    the estimator, to its last fitted value, are mlflow's own."""
     import mlflow.sklearn
     from mlflow.models import Model
 
