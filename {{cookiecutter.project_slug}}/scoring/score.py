@@ -337,9 +337,9 @@ def predictions_for(body, smoke_test=False):
                 422, f"The model's prediction for row{'s' * (len(rows) > 1)} "
                      f"{', '.join(map(str, rows[:10]))} is not a finite number: the inputs are "
                      "far outside the range of the training data; send values of that scale")
-    answer = predictions.tolist()
-    _record_prediction(features, answer, smoke_test)
-    return {"predictions": answer, "model_version": _state["model_version"]}
+    predicted = predictions.tolist()
+    _record_prediction(features, predicted, smoke_test)
+    return {"predictions": predicted, "model_version": _state["model_version"]}
 
 
 class _PredictionLogFile(SharedRotatingFileHandler):

@@ -36,6 +36,7 @@ connections there meanwhile: 8 of 48,069 requests were reset in 6 redeploys unde
 the 5 s keep-alive.
 """
 import collections
+import concurrent.futures
 import datetime
 import functools
 import json
@@ -75,6 +76,9 @@ RUN_FAILED = {"message": "An unexpected error occurred in scoring script. Check 
                          "more info."}
 # azmlinfsrv's limit on the request id headers it echoes (routes.py).
 REQUEST_ID_LIMIT = 100
+# A request answered with the connection kept open, as gthread's finish_request takes it.
+_KEPT_ALIVE = concurrent.futures.Future()
+_KEPT_ALIVE.set_result(True)
 
 
 def timeout_answer(seconds):
@@ -294,7 +298,7 @@ class ScoringWorker(gthread.ThreadWorker):
                 return
             if not rest:
                 conn.mlops_read = None
-                self._keep_alive(conn)
+                self.finish_request(conn, _KEPT_ALIVE)  # gthread's keep-alive
                 return
             if not is_whole(rest):  # pipelined: the next request has begun
                 self._read(conn, rest)
@@ -383,13 +387,6 @@ class ScoringWorker(gthread.ThreadWorker):
         response = types.SimpleNamespace(status=f"{status} {reason}", sent=sent,
                                          headers=response_headers)
         self.log.access(response, headers, environ, duration)
-
-    def _keep_alive(self, conn):
-        """gthread's keep-alive: the connection waits in the loop for its next request."""
-        conn.set_timeout()
-        self.keepalived_conns.append(conn)
-        self.poller.register(conn.sock, selectors.EVENT_READ,
-                             functools.partial(self.on_client_socket_readable, conn))
 
     def _close(self, conn):
         self.poller.unregister(conn.sock)

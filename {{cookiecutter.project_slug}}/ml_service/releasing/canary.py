@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from ml_service.config import MACHINE_KINDS
 from ml_service.errors import CanaryFailed
 from ml_service.monitoring import records
 from ml_service.monitoring.prediction_log import log_folder
@@ -31,8 +32,9 @@ from training.reference import PREDICTION_COLUMN
 
 CANARY_TAG = "canary"
 # The kinds of production target whose canary runs here, through their traffic split
-# (traffic_split.py): a local process target and a container target. On AKS, Flagger.
-SPLIT_KINDS = ("local", "container")
+# (traffic_split.py): the targets on this machine, a local process and a container. On
+# AKS, Flagger.
+SPLIT_KINDS = MACHINE_KINDS
 # A step that has not had canary_min_requests by this many times canary_step_seconds
 # fails: a canary is never promoted on too little evidence, nor held forever.
 MAX_STEP_LENGTHS = 10

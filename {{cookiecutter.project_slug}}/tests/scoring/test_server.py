@@ -263,11 +263,19 @@ def test_pipelined_requests_are_answered_in_order(server):
             b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload) for payload in (one, two)))
         answers = sock.makefile("rb")
         for rows in (1, 2):
-            assert answers.readline().split()[1] == b"200"
-            headers = dict(line.decode().split(":", 1) for line in iter(answers.readline, b"\r\n"))
-            length = int(next(value for name, value in headers.items()
-                              if name.lower() == "content-length"))
-            assert len(strict_json(answers.read(length).decode())["predictions"]) == rows
+            status, _, content = read_answer(answers)
+            assert status.split()[1] == "200"
+            assert len(strict_json(content.decode())["predictions"]) == rows
+
+
+def read_answer(answers):
+    """The next answer from the file `answers` (a socket's): (status line,
+    [(header, value)], body of its Content-Length)."""
+    status = answers.readline().decode().rstrip()
+    headers = [tuple(part.strip() for part in line.decode().split(":", 1))
+               for line in iter(answers.readline, b"\r\n")]
+    length = int(next(value for name, value in headers if name.lower() == "content-length"))
+    return status, headers, answers.read(length)
 
 
 def benchmark(name):
@@ -481,12 +489,7 @@ def exchange(port, head, payload):
     return (status line, [(header, value)], body)."""
     with socket.create_connection((HOST, port), timeout=30) as sock:
         sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(payload) + payload)
-        answer = sock.makefile("rb")
-        status = answer.readline().decode().rstrip()
-        headers = [tuple(part.strip() for part in line.decode().split(":", 1))
-                   for line in iter(answer.readline, b"\r\n")]
-        length = int(next(value for name, value in headers if name == "Content-Length"))
-        return status, headers, answer.read(length)
+        return read_answer(sock.makefile("rb"))
 
 
 LONG_ID = "x" * 101
