@@ -20,6 +20,10 @@ COMBINATIONS = {
     "azure-devops-py312": {"ci_platform": "azure-devops", "python_version": "3.12"},
 }
 
+# What running a project leaves in it (caches, virtualenvs, stores, build contexts):
+# never part of what the generator wrote, so never scanned.
+WORKING_STATE = {"__pycache__", ".pytest_cache", ".venv", "build", "mlruns", ".mlops", ".git"}
+
 PARSERS = {
     ".py": lambda text, path: compile(text, str(path), "exec"),
     ".json": lambda text, path: json.loads(text),
@@ -42,6 +46,20 @@ def parse_structured_files(project):
             except Exception as error:
                 raise AssertionError(f"{relative} does not parse: {error}") from error
     return parsed
+
+
+def files(project):
+    """The files the generator wrote in `project` (its working state aside)."""
+    return [path for path in project.rglob("*")
+            if path.is_file() and not WORKING_STATE & set(path.relative_to(project).parts)]
+
+
+def changed_files(project, reference):
+    """Relative paths of the files that differ between two bakes, or are in one only."""
+    def contents(root):
+        return {path.relative_to(root).as_posix(): path.read_bytes() for path in files(root)}
+    ours, theirs = contents(project), contents(reference)
+    return {path for path in ours.keys() | theirs.keys() if ours.get(path) != theirs.get(path)}
 
 
 @pytest.fixture(scope="session")

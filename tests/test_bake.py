@@ -9,7 +9,8 @@ import tomllib
 
 import pytest
 
-from conftest import COMBINATIONS, parse_structured_files
+from conftest import (COMBINATIONS, WORKING_STATE, changed_files, files,
+                      parse_structured_files)
 
 TOP_LEVEL = {"ml_service", "training", "scoring", "environment_setup", "tests",
              "README.md", "pyproject.toml", "Makefile", ".gitignore", "mlops.toml"}
@@ -32,9 +33,6 @@ FULL_SUITE = "both-custom-names"
 # The options the full suite is run for, besides the names: the other combinations run
 # only the tests that can see what their values of these options change.
 SHAPING_OPTIONS = ("ci_platform", "python_version")
-# What running a project leaves in it (caches, virtualenvs, stores, build contexts):
-# never part of what the generator wrote, so never scanned.
-WORKING_STATE = {"__pycache__", ".pytest_cache", ".venv", "build", "mlruns", ".mlops", ".git"}
 
 
 @pytest.mark.slow
@@ -66,14 +64,6 @@ def test_own_test_suite_passes(project, combination, baked, tmp_path, request):
     result = subprocess.run(command, cwd=checkout, capture_output=True, text=True)
     assert result.returncode == 0, (f"seed {seed}\n" + result.stdout[-5000:]
                                     + result.stderr[-2000:])
-
-
-def changed_files(project, reference):
-    """Relative paths of the files that differ between two bakes, or are in one only."""
-    def contents(root):
-        return {path.relative_to(root).as_posix(): path.read_bytes() for path in files(root)}
-    ours, theirs = contents(project), contents(reference)
-    return {path for path in ours.keys() | theirs.keys() if ours.get(path) != theirs.get(path)}
 
 
 def option_dependent_tests(project, changed):
@@ -125,11 +115,6 @@ def test_short_combinations_select_what_their_options_change(baked):
     # Release logic reads none of them.
     assert "tests/releasing/test_release_flow.py" not in selected
     assert option_dependent_tests(project, set()) == []
-
-
-def files(project):
-    return [path for path in project.rglob("*")
-            if path.is_file() and not WORKING_STATE & set(path.relative_to(project).parts)]
 
 
 def test_layout_and_ci_pruning(project, combination):
