@@ -48,9 +48,12 @@ def test_own_test_suite_passes(project, combination, baked, tmp_path, request):
                     ["-c", "user.name=t", "-c", "user.email=t@example.com",
                      "commit", "-q", "--allow-empty", "-m", "Baked from the template"]):
         subprocess.run(["git", *command], cwd=checkout, check=True, capture_output=True)
-    seed = request.config.getoption("randomly_seed")
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-               "-p", "randomly", f"--randomly-seed={seed}"]
+    # No seed where the template run has pytest-randomly off (-p no:randomly): then the
+    # baked suite runs in its own order too.
+    seed = request.config.getoption("randomly_seed", None)
+    order = (["-p", "randomly", f"--randomly-seed={seed}"] if seed is not None
+             else ["-p", "no:randomly"])
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *order]
     # The full suite runs on two workers of its own; the short ones share the template
     # run's workers, and run only the fast tests their options can change.
     if combination == FULL_SUITE:
