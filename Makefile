@@ -20,14 +20,10 @@ ENGINE_BASE_IMAGE := python:3.11-slim-trixie
 .PHONY: demo test engine clean
 
 # uv resolves and installs the ~160 packages in seconds where pip takes minutes.
-# --compile-bytecode: what pip does by default and uv does not. The scoring servers run
-# with PYTHONDONTWRITEBYTECODE=1 (nothing written into a build context), so without the
-# bytecode each start compiled gunicorn, Flask and the inference server again: 4.4-7.6
-# CPU-s a start instead of 3.0. Compiling once here costs about 37 CPU-s.
 $(INSTALLED): requirements-test.txt $(TEMPLATE)/requirements.txt $(TEMPLATE)/requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet "uv>=0.9,<1"
-	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PYTHON) -r requirements-test.txt
+	$(VENV)/bin/uv pip install --quiet --python $(PYTHON) -r requirements-test.txt
 	touch $@
 
 demo: $(INSTALLED)
