@@ -64,8 +64,10 @@ def checkout(tmp_path):
     return copy
 
 
-def tracked_files(checkout):
-    names = run("git", "ls-files", "-z", cwd=checkout).stdout.split("\0")
+def tracked_files(checkout, *listing):
+    """The files of `checkout` git lists: all it tracks, or those of `listing` (a git
+    command printing file names, e.g. the staged ones)."""
+    names = run("git", *(listing or ("ls-files",)), "-z", cwd=checkout).stdout.split("\0")
     return [checkout / name for name in names if name]
 
 
@@ -191,8 +193,7 @@ def test_detect_secrets_stops_a_new_secret(checkout):
     subprocess.run(["git", "add", "settings_local.py"], cwd=checkout, check=True)
     # What pre-commit passes the hook at `git commit`: the staged files (the whole tree
     # is scanned above, as `pre-commit run --all-files` does).
-    staged = run("git", "diff", "--cached", "--name-only", "-z", cwd=checkout).stdout
-    result = detect_secrets(checkout, [name for name in staged.split("\0") if name])
+    result = detect_secrets(checkout, tracked_files(checkout, "diff", "--cached", "--name-only"))
     assert result.returncode != 0
     assert "settings_local.py" in result.stdout
 
