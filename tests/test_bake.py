@@ -54,10 +54,12 @@ def test_own_test_suite_passes(project, combination, baked, tmp_path, request):
     order = (["-p", "randomly", f"--randomly-seed={seed}"] if seed is not None
              else ["-p", "no:randomly"])
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *order]
-    # The full suite runs on two workers of its own; the short ones share the template
-    # run's workers, and run only the fast tests their options can change.
+    # The full suite runs on three workers of its own: its tests wait on servers,
+    # containers and probes, and on two workers a core stood idle for a sixth of its run.
+    # The short ones share the template run's workers, and run only the fast tests their
+    # options can change.
     if combination == FULL_SUITE:
-        command += ["-n", "2"]
+        command += ["-n", "3"]
     else:
         reference = baked(combination, **{option: COMBINATIONS[FULL_SUITE][option]
                                           for option in SHAPING_OPTIONS})
