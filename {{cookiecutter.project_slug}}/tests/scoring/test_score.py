@@ -5,6 +5,7 @@ import json
 import pickle
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -368,3 +369,22 @@ def test_image_runs_the_server_command_of_the_local_targets_on_all_interfaces():
     assert (local[4], image[4]) == ("127.0.0.1:5001", "0.0.0.0:5001")
     assert f"AZUREML_MODEL_DIR={settings['AZUREML_MODEL_DIR']}" in dockerfile
     assert "COPY score.py entry_script.py server_log.py worker.py gunicorn.conf.py ./" in dockerfile
+
+
+def test_the_server_settings_collect_garbage_again_once_the_app_is_loaded(tmp_path):
+    """gunicorn.conf.py turns collection off while the app loads and on in when_ready,
+    before any fork, with the loaded objects frozen: a server left without collection
+    would never free a reference cycle. Read in a process of its own, as gunicorn reads it
+    (it takes over the process's output: the answer goes to a file)."""
+    check = ("import gc, pathlib, runpy, sys\n"
+             "settings = runpy.run_path(sys.argv[1])\n"
+             "off = gc.isenabled()\n"
+             "settings['when_ready'](None)\n"
+             "pathlib.Path(sys.argv[2]).write_text(\n"
+             "    f'{off} {gc.isenabled()} {gc.get_freeze_count() > 0}')\n")
+    answer = tmp_path / "answer"
+    result = subprocess.run([sys.executable, "-c", check, str(SCORING_DIR / "gunicorn.conf.py"),
+                             str(answer)], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert answer.read_text().split() == ["False", "True", "True"]
