@@ -6,7 +6,8 @@ import math
 
 import pandas as pd
 
-from ml_service.monitoring.prediction_log import FAILED_SUFFIX, LOG_NAME, MARKER
+from ml_service.monitoring.prediction_log import (FAILED_SUFFIX, LOG_NAME, MARKER,
+                                                  rotated_files)
 from training.reference import PREDICTION_COLUMN
 
 
@@ -87,15 +88,12 @@ def window(frame, model_version, max_rows, hours, now=None):
 
 
 def read_log_files(folder):
-    """The records in the rotating log files in `folder` (current and old)."""
-    lines = []
-    # Oldest file first (the highest backup number); the order is fixed by sorting on time.
-    for path in sorted(folder.glob(f"{LOG_NAME}*"), reverse=True):
-        if path.suffix in (".lock", FAILED_SUFFIX):
-            continue
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            lines.extend(handle)
-    return parse_lines(lines)
+    """The records in the rotating log files in `folder` (current and old), read as one
+    consistent set while the servers may be writing and rotating them."""
+    with rotated_files(folder / LOG_NAME) as handles:
+        # Oldest file first; the order is fixed by sorting on time.
+        return parse_lines([line.decode("utf-8", "replace") for handle in handles
+                            for line in handle])
 
 
 def recording_failure(folder):

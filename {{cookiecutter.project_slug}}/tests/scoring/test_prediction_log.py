@@ -149,6 +149,40 @@ def test_several_worker_processes_share_one_file_without_losing_records(
     assert len(list(tmp_path.glob("predictions.jsonl.*"))) > 3  # it did rotate
 
 
+def _write_numbered_records(score, stop):
+    """Record predictions 0, 1, 2, ... until `stop` is set."""
+    number = 0
+    while not stop.is_set():
+        score._record_prediction(np.zeros((1, len(COLUMNS))), [float(number)])
+        number += 1
+
+
+def test_a_reader_sees_one_consistent_log_while_a_server_rotates_it(
+        monkeypatch, model_dir, tmp_path):
+    """What monitor and a canary read while the servers write: each read is every record
+    from its oldest to its newest, once each and in order, however often the files rotate
+    meanwhile (a listing read file by file could find a file gone, or a record twice)."""
+    score = started(monkeypatch, model_dir, MLOPS_PREDICTION_LOG=tmp_path / "predictions.jsonl",
+                    MLOPS_PREDICTION_LOG_MAX_BYTES=2000, MLOPS_PREDICTION_LOG_BACKUPS=3)
+    context = multiprocessing.get_context("fork")
+    stop = context.Event()
+    writer = context.Process(target=_write_numbered_records, args=(score, stop))
+    writer.start()
+    try:
+        reads = []
+        while len(reads) < 300 or len(list(tmp_path.glob("predictions.jsonl.*"))) < 3:
+            numbers = [int(record["predictions"][0])
+                       for record in records.read_log_files(tmp_path)]
+            reads.append(numbers)
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+    assert writer.exitcode == 0
+    assert [numbers for numbers in reads
+            if numbers and numbers != list(range(numbers[0], numbers[-1] + 1))] == []
+    assert reads[-1][0] > 0  # the oldest records were rotated away while it read
+
+
 def test_without_a_file_records_go_to_stdout_as_one_marked_line(monkeypatch, model_dir,
                                                                 capsys):
     score = started(monkeypatch, model_dir)

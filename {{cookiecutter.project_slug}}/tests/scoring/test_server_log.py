@@ -1,7 +1,6 @@
 """scoring/server_log.py: the server's own log, rotated in the file the local targets give it
 (.mlops/<target>.log), with every control character a client sent escaped; a real server,
 started as the local targets start it."""
-import fcntl
 import importlib.util
 import re
 import socket
@@ -9,6 +8,7 @@ import time
 
 import pytest
 
+from ml_service.monitoring.prediction_log import rotated_files
 from tests.helpers.scoring import SCORING_DIR, body, saved_model
 from tests.scoring.test_server import HOST, ROW, request, start_server
 
@@ -51,14 +51,10 @@ def logged_server(model_dir, request, tmp_path_factory):
 
 
 def written(folder):
-    """The bytes of the log's files, oldest first, read under the lock the server writes
-    and rotates them under (server_log.py): a rotation renames them one by one, and a read
-    in the middle of it would miss a file or find one gone."""
-    with open(folder / "server.log.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_SH)
-        return b"".join(path.read_bytes()
-                        for path in sorted(folder.glob("server.log*"), reverse=True)
-                        if path.suffix != ".lock")
+    """The bytes of the log's files, oldest first, read as one set while the server may be
+    rotating them."""
+    with rotated_files(folder / "server.log") as handles:
+        return b"".join(handle.read() for handle in handles)
 
 
 def logged(folder, *fragments, seconds=10):
