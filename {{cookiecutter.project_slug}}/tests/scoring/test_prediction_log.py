@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from ml_service.monitoring import records
-from ml_service.monitoring.prediction_log import MARKER, SMOKE_TEST_HEADER
+from ml_service.monitoring.prediction_log import (LOG_NAME, MARKER, SMOKE_TEST_HEADER,
+                                                  rotated_files)
 from tests.helpers.project import PROJECT_ROOT
 from tests.helpers.scoring import COLUMNS, body, load_score_module, saved_model
 from tests.scoring.test_score import post
@@ -47,8 +48,9 @@ def score_rows(score, rows):
 
 
 def log_lines(folder):
-    return [line for path in sorted(folder.glob("predictions.jsonl*"))
-            if path.suffix != ".lock" for line in path.read_text().splitlines()]
+    """The lines of the prediction log in `folder`, oldest first (current and old files)."""
+    with rotated_files(folder / LOG_NAME) as handles:
+        return [line for handle in handles for line in handle.read().decode().splitlines()]
 
 
 def test_records_name_the_inputs_and_predictions_and_nothing_secret(
