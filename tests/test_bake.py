@@ -1,16 +1,18 @@
 """Every baked combination is complete, clean, parseable and passes its own checks."""
 import ast
 import json
+import random
 import re
 import shutil
 import subprocess
 import sys
 import tomllib
+from types import SimpleNamespace
 
 import pytest
 
-from conftest import (COMBINATIONS, WORKING_STATE, changed_files, files,
-                      parse_structured_files)
+from conftest import (COMBINATIONS, FULL_SUITE, WORKING_STATE, changed_files, files,
+                      parse_structured_files, pytest_collection_modifyitems)
 
 TOP_LEVEL = {"ml_service", "training", "scoring", "environment_setup", "tests",
              "README.md", "pyproject.toml", "Makefile", ".gitignore", "mlops.toml"}
@@ -25,11 +27,6 @@ VENDORED = ("deploy/edge/schemas/",)
 # fills in the "{{ namespace }}" of its MetricTemplate queries.
 FOREIGN_TEMPLATES = ("deploy/canary/metric-templates.yaml",)
 
-
-# The slow tests (real scoring servers, replayed CI jobs) take minutes and depend on no
-# option but the names and the CI files, so they run in full for the combination with
-# unusual names and both CI platforms only.
-FULL_SUITE = "both-custom-names"
 # The options the full suite is run for, besides the names: the other combinations run
 # only the tests that can see what their values of these options change.
 SHAPING_OPTIONS = ("ci_platform", "python_version")
@@ -162,3 +159,23 @@ def test_flake8_clean(project):
     result = subprocess.run([sys.executable, "-m", "flake8"], cwd=project,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_full_suite_starts_first_and_its_worker_holds_a_fast_test_next():
+    """The order conftest.py's pytest_collection_modifyitems gives shuffled tests: the
+    full suite's run first, then the other slow tests, then the fast ones; on two workers,
+    a fast one third: the test `--dist loadgroup` gives the full suite's worker to start
+    after it."""
+    def item(name, slow, combination=None):
+        return SimpleNamespace(
+            name=name, get_closest_marker=lambda marker: slow if marker == "slow" else None,
+            callspec=SimpleNamespace(params={"combination": combination} if combination else {}))
+    tests = [item("full", True, FULL_SUITE), item("slow", True, "github-py311"),
+             item("slow", True), *(item("fast", False, FULL_SUITE) for _ in range(6))]
+    for seed in range(10):
+        random.Random(seed).shuffle(tests)
+        pytest_collection_modifyitems(SimpleNamespace(), tests)
+        assert [test.name for test in tests[:4]] == ["full", "slow", "slow", "fast"]
+        random.Random(seed).shuffle(tests)
+        pytest_collection_modifyitems(SimpleNamespace(workerinput={"workercount": 2}), tests)
+        assert [test.name for test in tests[:5]] == ["full", "slow", "fast", "slow", "fast"]

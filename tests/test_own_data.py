@@ -9,6 +9,7 @@ import textwrap
 
 import numpy as np
 import pandas as pd
+import pytest
 
 # Generated test modules that read [data] or scoring/sample-request.json, which a data
 # switch used to break; with a registered version, a local train, gate and register (the
@@ -62,6 +63,7 @@ def own_suite(checkout, modules):
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_own_data_keeps_the_suite_green_and_a_feature_change_is_one_gate_line(
         baked, tmp_path):
     checkout = tmp_path / "houses"
