@@ -8,6 +8,7 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -170,9 +171,14 @@ def test_a_reader_sees_one_consistent_log_while_a_server_rotates_it(
     stop = context.Event()
     writer = context.Process(target=_write_numbered_records, args=(score, stop))
     writer.start()
+    # Reads go on until the writer's rotations have dropped record 0 (the fourth rotation
+    # with three backups), however slowly a loaded machine schedules the writer: a count of
+    # backups alone is reached one rotation early, while record 0 is still in the last one.
+    deadline = time.monotonic() + 120
     try:
         reads = []
-        while len(reads) < 300 or len(list(tmp_path.glob("predictions.jsonl.*"))) < 3:
+        while ((len(reads) < 300 or not reads[-1] or reads[-1][0] == 0)
+               and time.monotonic() < deadline):
             numbers = [int(record["predictions"][0])
                        for record in records.read_log_files(tmp_path)]
             reads.append(numbers)
@@ -182,7 +188,7 @@ def test_a_reader_sees_one_consistent_log_while_a_server_rotates_it(
     assert writer.exitcode == 0
     assert [numbers for numbers in reads
             if numbers and numbers != list(range(numbers[0], numbers[-1] + 1))] == []
-    assert reads[-1][0] > 0  # the oldest records were rotated away while it read
+    assert reads[-1] and reads[-1][0] > 0  # the oldest records were rotated away as it read
 
 
 def test_without_a_file_records_go_to_stdout_as_one_marked_line(monkeypatch, model_dir,
