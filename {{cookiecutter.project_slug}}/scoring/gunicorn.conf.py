@@ -12,11 +12,15 @@ import atexit
 import gc
 import logging
 import os
+import socket
+import struct
 import sys
+import threading
 from pathlib import Path
 
 from azureml_inference_server_http.constants import PACKAGE_ROOT
 from azureml_inference_server_http.log_config import load_logging_config
+from gunicorn.sock import TCPSocket
 
 # No garbage collection while the app loads: scikit-learn, scipy, pandas and skops create
 # hundreds of thousands of objects that live as long as the server, and the collector's
@@ -65,22 +69,92 @@ timeout = 120
 # which two servers on one machine (staging and production) would take from each other.
 control_socket_disable = True
 
+# A local target's server (ml_service/targets/local.py) is handed the port's listening
+# socket by the deploy that starts it (the descriptor MLOPS_LISTENER_FD) and hands it on
+# to the next one (on the abstract Unix socket MLOPS_LISTENER_OFFER): one socket, and one
+# queue of connections, from server to server, where a listener of each server sharing
+# the port (SO_REUSEPORT) would take its queued connections with it when it closes (the
+# kernel resets them). The image sets neither and binds its addresses as usual.
+port_listener = None  # the socket offered: the master's listener of the port
+listener_offer = None
+
+
+def on_starting(server):
+    """Listen on the handed socket where it is one of the bound addresses, and bind the
+    others (the check port). A canary's server, bound to its own port only, keeps it just
+    to hand on, for the traffic split in front of it."""
+    global port_listener
+    descriptor = os.environ.pop("MLOPS_LISTENER_FD", None)
+    if descriptor is None:
+        return
+    handed = socket.socket(fileno=int(descriptor))
+    shared = handed.getsockname()
+    server.LISTENERS = [
+        TCPSocket(address, server.cfg, server.log,
+                  fd=os.dup(handed.fileno()) if address == shared else None)
+        for address in server.cfg.address]
+    serving = [listener.sock for listener in server.LISTENERS if listener.cfg_addr == shared]
+    if serving:
+        # Offered while the master listens: gunicorn closes it as it stops, before its
+        # workers accept what is queued and close theirs; a copy kept longer would queue
+        # connections that nobody accepts, on a port shared with a socket of its own.
+        handed.close()
+        port_listener = serving[0]
+    else:
+        port_listener = handed
+
 
 def when_ready(server):
     """Loaded, before the first fork: the app's objects move to the collector's permanent
     generation (Python's advice for servers that fork, gc.freeze), so no collection in the
-    master or a worker walks them again, and collection is on for all that follows."""
+    master or a worker walks them again, and collection is on for all that follows. Then
+    the handed socket is offered to the next deploy."""
     gc.freeze()
     gc.enable()
+    offer = os.environ.get("MLOPS_LISTENER_OFFER")
+    if port_listener is not None and offer:
+        global listener_offer
+        listener_offer = socket.socket(socket.AF_UNIX)
+        listener_offer.bind("\0" + offer)
+        listener_offer.listen()
+        threading.Thread(target=_give_port_listener, daemon=True).start()
+
+
+def _give_port_listener():
+    """In the master, for as long as it runs: send the port's listening socket to each
+    process that asks, if it runs as this user (an abstract socket has no permissions),
+    until the socket is closed (the asker checks what it gets: the port, listening). The
+    thread takes no lock (no logging, no import), so a worker's fork finds none held."""
+    while True:
+        try:
+            peer, _ = listener_offer.accept()
+        except OSError:  # closed
+            return
+        with peer:
+            try:
+                _, uid, _ = struct.unpack("3i", peer.getsockopt(
+                    socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+                descriptor = port_listener.fileno()  # -1 once closed
+                if uid == os.getuid() and descriptor >= 0:
+                    socket.send_fds(peer, [b"L"], [descriptor])
+            except OSError:  # the asker went away
+                continue
 
 
 def post_fork(server, worker):
     """Once a worker serves, azmlinfsrv's INFO lines are per request ("POST /score 200
     1.234ms 55", "run() output is HTTP Response"): the access line already says it, and
     writing each request twice cost about a tenth of the server's CPU. Its warnings and
-    errors, and score.py's own lines, stay."""
+    errors, and score.py's own lines, stay. The offer, and a canary's server's kept
+    socket, are the master's: a worker that kept them would hold the offer's name, or the
+    port, after the master's exit."""
     logging.getLogger("azmlinfsrv").setLevel(logging.WARNING)
     logging.getLogger("azmlinfsrv.score").setLevel(logging.INFO)
+    if listener_offer is not None:
+        listener_offer.close()
+    if port_listener is not None and all(listener.sock is not port_listener
+                                         for listener in worker.sockets):
+        port_listener.close()
 
 
 def worker_exit(server, worker):

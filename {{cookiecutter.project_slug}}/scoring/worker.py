@@ -29,11 +29,12 @@ holds this worker's loop as it would hold one of its threads with the GIL.
 
 And it closes its listeners as soon as it stops, having accepted what the kernel queued
 for them: gthread keeps them open but unaccepted until its last request ends, and the
-kernel resets every connection still queued when they close. On a port the next server
-shares (SO_REUSEPORT, a local target's redeploy) the kernel queues about half the new
-connections there meanwhile: 8 of 48,069 requests were reset in 6 redeploys under
-4 probe threads, and a kept-alive client holds the old workers (and the queue) for
-the 5 s keep-alive.
+kernel resets every connection still queued when a listening socket closes. A local
+target's redeploy hands the port's socket itself to the next server, which keeps it open
+(scoring/gunicorn.conf.py); but on a port the next server shares with a socket of its own
+(SO_REUSEPORT) the kernel queues about half the new connections on this one meanwhile: 8
+of 48,069 requests were reset in 6 such redeploys under 4 probe threads, and a kept-alive
+client holds the old workers (and the queue) for the 5 s keep-alive.
 """
 import collections
 import concurrent.futures

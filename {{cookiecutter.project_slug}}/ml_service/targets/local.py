@@ -7,10 +7,14 @@ loopback only. The server gets the target's own key (STAGING_SCORING_KEY, ...;
 release.scoring_key) as SCORING_KEY, and none when that is unset: a key variable of the
 caller's shell never reaches it.
 
-A deploy never leaves the port unserved: the new server shares the port with the old
-one (SO_REUSEPORT, gunicorn --reuse-port) and listens on a private check port too; the
-old one is stopped only once the new one answers there, and answers what the kernel
-queued for it before it closes its listener (scoring/worker.py). Every server is
+A deploy never leaves the port unserved: the new server listens on the port's very
+socket, which the running server hands over (scoring/gunicorn.conf.py), and on a private
+check port too; the old one is stopped only once the new one answers there, and a
+connection queued meanwhile waits on the one socket for whichever server accepts it
+first. (Servers that each bound the port, SO_REUSEPORT, would not do: the kernel resets
+what is queued on a listener when it closes.) A server that cannot hand the socket over
+(one started before servers did) gets a new one beside it, on the shared port. Every
+server is
 recorded in .mlops/<target>.json (PID, command line, start time) before it is waited
 for, and is found again by its command line, which names this project, the target and
 the port: after a crash at any point, `deploy` and `stop` see every server the project
@@ -18,17 +22,21 @@ started, and a PID is killed only when its command line says it is one of them.
 
 A canary (ml_service/releasing/canary.py) serves the port through a traffic split
 instead (traffic_split.py): the current and the new release each on a private port only,
-the split proxy on the target's port. It takes the port over the same way, and gives it
-back the same way: the deploy that ends the canary starts one release on the port and
-stops the split, its proxy first. Its processes carry their own mark, so a canary
-interrupted at any point is found and ended by the next `deploy` or `stop`.
+the split proxy on the target's port, handed the port's socket the same way (and the
+canary's servers keep a copy, to hand on); it gives the port back the same way: the
+deploy that ends the canary starts one release on the port and stops the split, its
+proxy first. Its processes carry their own mark, so a canary interrupted at any point is
+found and ended by the next `deploy` or `stop`.
 """
+import contextlib
 import dataclasses
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -48,6 +56,8 @@ PROC = Path("/proc")
 SERVER_MARK = "MLOPS_SERVER"
 SPLIT_PROXY = Path(__file__).with_name("traffic_split.py")
 SPLIT_START_TIMEOUT = 10.0
+# gunicorn's default backlog, for a port's listening socket created here.
+LISTEN_BACKLOG = 2048
 
 
 def _alive(pid):
@@ -115,6 +125,53 @@ def _listener_pids(port):
     return pids
 
 
+def _peer_uid(connection):
+    """The user ID of the process at the other end of Unix socket `connection`."""
+    return struct.unpack("3i", connection.getsockopt(
+        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]
+
+
+def take_listener(offer, port):
+    """The listening socket of 127.0.0.1:`port` from the server that offers it on the
+    abstract Unix socket `offer` (scoring/gunicorn.conf.py), or None: no offer (a server
+    started before servers offered it), gone, or a process of another user."""
+    if not offer:
+        return None
+    with socket.socket(socket.AF_UNIX) as asking:
+        asking.settimeout(5)
+        try:
+            asking.connect("\0" + offer)
+            if _peer_uid(asking) != os.getuid():
+                return None
+            _, descriptors, _, _ = socket.recv_fds(asking, 1, 1)
+        except OSError:
+            return None
+    if not descriptors:
+        return None
+    listener = socket.socket(fileno=descriptors[0])
+    if (listener.getsockname() != ("127.0.0.1", port)
+            or not listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)):
+        listener.close()
+        return None
+    return listener
+
+
+def bind_listener(port):
+    """A new listening socket on 127.0.0.1:`port`, for the first server on the port, or
+    beside servers that cannot hand theirs over: sharing the port with them (SO_REUSEPORT;
+    set on the socket, it lets a later one share it too)."""
+    listener = socket.socket()
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(LISTEN_BACKLOG)
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
 def server_command(scoring_dir, model_dir, port, workers):
     """(command, environment variables) of a scoring server on 127.0.0.1:`port`.
 
@@ -159,6 +216,7 @@ class Server(Process):
     check_port: int
     context_dir: Path
     context_digest: str  # of the build context, verified when the server was started
+    listener_offer: str  # where it hands the port's socket on; "" if it does not
 
     @classmethod
     def of_process(cls, pid, command):
@@ -169,7 +227,8 @@ class Server(Process):
         binds = [value for flag, value in zip(command, command[1:]) if flag == "--bind"]
         return cls(pid, tuple(command), _start_ticks(pid), environment.get("MODEL_VERSION", ""),
                    int(binds[-1].rpartition(":")[2]),
-                   Path(options["--config"]).parent, environment.get("CONTEXT_DIGEST", ""))
+                   Path(options["--config"]).parent, environment.get("CONTEXT_DIGEST", ""),
+                   environment.get("MLOPS_LISTENER_OFFER", ""))
 
     def healthy(self):
         """Whether this very server answers: on its own check port, which no other
@@ -265,14 +324,16 @@ class LocalTarget(LoopbackTarget):
 
     def _server(self, release, check_port, split=False):
         """(command, environment variables) of the server for `release`: on the target's
-        port shared with the server it replaces, and on its own check port; for a
-        canary's split (`split`), on its own port only, behind the split proxy."""
+        port, the socket handed over from the server it replaces, and on its own check
+        port; for a canary's split (`split`), on its own port only, behind the split
+        proxy. Either way it offers the port's socket to the next deploy."""
         command, settings = server_command(release.context_dir, release.context_dir / "model",
                                            check_port if split else self.port,
                                            self.serving.workers)
         key = self.scoring_key
-        shared = [] if split else ["--bind", f"127.0.0.1:{check_port}", "--reuse-port"]
-        return ([*command, *shared,
+        check = [] if split else ["--bind", f"127.0.0.1:{check_port}"]
+        return ([*command, *check,
+                 "--env", f"MLOPS_LISTENER_OFFER=mlops-listener-{secrets.token_hex(8)}",
                  "--env", f"MODEL_VERSION={release.model_version}",
                  "--env", f"CONTEXT_DIGEST={release.context_digest}",
                  "--env", self.split_mark if split else self.mark],
@@ -296,6 +357,25 @@ class LocalTarget(LoopbackTarget):
                 f"{' '.join(command)} beside the server on port {self.port} if one runs, "
                 "then stop the old one once the new one answers")
 
+    def port_listener(self):
+        """The port's listening socket, for the next server or split proxy on it: handed
+        over by a running server of ours (the newest that offers it: a canary's servers
+        keep it too), else a new one."""
+        holders = [*self.servers(), *(process for process in self.split_processes()
+                                      if isinstance(process, Server))]
+        for server in reversed(holders):
+            listener = take_listener(server.listener_offer, self.port)
+            if listener is not None:
+                return listener
+        try:
+            return bind_listener(self.port)
+        except OSError as error:
+            raise MlopsError(f"Port {self.port} for {self.name} cannot be listened on: "
+                             f"{error.strerror}.",
+                             f"Stop the program using it or choose another port: "
+                             f"[{self.name}] port in mlops.toml or "
+                             f"MLOPS_{self.name.upper()}_PORT.") from error
+
     def _start(self, release, split=False):
         """Start a server for `release` beside the running ones (`split`: for a canary's
         traffic split); return it once it answers, or stop it and return None."""
@@ -307,13 +387,15 @@ class LocalTarget(LoopbackTarget):
         server = None
         try:
             with signals_held():
-                with open(self.log_file, "ab") as log:
+                with open(self.log_file, "ab") as log, self.port_listener() as listener:
                     # Its own session: the server outlives this command and is stopped
-                    # as a group.
+                    # as a group. This command's copy of the socket closes here.
                     process = subprocess.Popen(
                         command, stdout=log, stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL, env={**inherited, **settings},
-                        start_new_session=True)
+                        stdin=subprocess.DEVNULL, start_new_session=True,
+                        env={**inherited, **settings,
+                             "MLOPS_LISTENER_FD": str(listener.fileno())},
+                        pass_fds=[listener.fileno()])
                 server = Server.of_process(process.pid, command)
                 # Recorded before the wait: if this command dies now, the server is known
                 # (a split's server by its mark).
@@ -368,7 +450,8 @@ class LocalTarget(LoopbackTarget):
                                      "changed.", f"See the server log {self.log_file}.")
                 started.append(server)
             split = start_traffic_split(self.port, started[0].check_port,
-                                        started[1].check_port, self.split_mark, self.log_file)
+                                        started[1].check_port, self.split_mark,
+                                        self.log_file, self.port_listener())
             if split is None:
                 raise MlopsError(f"The canary's traffic split did not start on port "
                                  f"{self.port}; production was not changed.",
@@ -438,18 +521,22 @@ class LocalTarget(LoopbackTarget):
         return self.status()
 
 
-def start_traffic_split(port, stable_port, canary_port, mark, log_file):
+def start_traffic_split(port, stable_port, canary_port, mark, log_file, listener=None):
     """Start the split proxy (traffic_split.py) on `port` in its own session, marked with
-    `mark`, all traffic to `stable_port`; its TrafficSplit once it answers, else None."""
+    `mark`, all traffic to `stable_port`; its TrafficSplit once it answers, else None. It
+    listens on `listener`, the port's socket, when given (this process's copy is closed
+    once the proxy has it); else it binds the port itself."""
     control = free_port()
+    handed = [] if listener is None else [listener.fileno()]
     command = [sys.executable, str(SPLIT_PROXY), "--port", str(port),
                "--control", str(control), "--stable", str(stable_port),
-               "--canary", str(canary_port), "--mark", mark]
-    with signals_held():
-        with open(log_file, "ab") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True,
-                                       env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+               "--canary", str(canary_port), "--mark", mark,
+               *(["--listener-fd", str(handed[0])] if handed else [])]
+    with signals_held(), open(log_file, "ab") as log, listener or contextlib.nullcontext():
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True,
+                                   env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+                                   pass_fds=handed)
     split = TrafficSplit(control)
     deadline = time.monotonic() + SPLIT_START_TIMEOUT
     while time.monotonic() < deadline and process.poll() is None:
@@ -522,7 +609,8 @@ def stop_group(server):
         return
     # The leader alone: gunicorn's arbiter closes its copy of the listening socket before
     # it stops its workers, which accept what is queued and then close theirs
-    # (scoring/worker.py); a signal to the whole group would race the two.
+    # (scoring/worker.py); a signal to the whole group would race the two. (On a port
+    # handed over, the next server's copy keeps the socket and its queue.)
     os.kill(server.pid, signal.SIGTERM)
     for _ in range(100):
         if not _alive(server.pid):

@@ -7,12 +7,15 @@ the container target (container.py) as the front of its port at all times, as a 
 with the standard library only:
 
     python traffic_split.py --port P --control C --stable S --canary K [--mark M]
+                            [--listener-fd F]
 
-It listens on 127.0.0.1:P beside the servers already there (SO_REUSEPORT), so the port
-never goes unserved while it takes over, and forwards whole requests to the two servers'
-private ports 127.0.0.1:S and :K over kept-alive connections. The split is exact, not
-random: of every 100 requests, `weight` go to the canary, spread evenly. The canary
-controller (ml_service/releasing/canary.py) drives it on 127.0.0.1:C:
+It listens on 127.0.0.1:P, on the port's socket when the local target hands it over (the
+descriptor F, the running servers' socket), else beside the servers or front already
+there (SO_REUSEPORT), so the port never goes unserved while it takes over; and forwards
+whole requests to the two servers' private ports 127.0.0.1:S and :K over kept-alive
+connections. The split is exact, not random: of every 100 requests, `weight` go to the
+canary, spread evenly. The canary controller (ml_service/releasing/canary.py) drives it
+on 127.0.0.1:C:
   PUT /split?canary=W[&stable_port=S][&canary_port=K]
                         send W % to the canary from now on (and, when given, the sides to
                         new ports: the requests in flight finish where they went), and
@@ -34,6 +37,7 @@ import json
 import re
 import select
 import signal
+import socket
 import time
 import urllib.parse
 
@@ -276,8 +280,12 @@ class Split:
 
 async def main(arguments):
     split = Split(arguments.stable, arguments.canary)
-    front = await asyncio.start_server(split.serve_client, "127.0.0.1", arguments.port,
-                                       reuse_port=True, limit=64 * 1024)
+    if arguments.listener_fd is None:
+        front = await asyncio.start_server(split.serve_client, "127.0.0.1", arguments.port,
+                                           reuse_port=True, limit=64 * 1024)
+    else:
+        front = await asyncio.start_server(split.serve_client, limit=64 * 1024,
+                                           sock=socket.socket(fileno=arguments.listener_fd))
     control = await asyncio.start_server(split.serve_control, "127.0.0.1", arguments.control)
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -288,8 +296,9 @@ async def main(arguments):
     await stopped.wait()
     # Graceful: no new connections; the requests in flight are answered, then it exits
     # (a kept-alive client is closed after its current answer). The connections the
-    # kernel queued for the port are accepted first: closing the listener resets them,
-    # and on a port shared with the servers that take over, new ones queue here until then.
+    # kernel queued for the port are accepted first: closing a listener of its own resets
+    # them, and on a port shared with the servers that take over, new ones queue there
+    # until then. (A handed socket stays open in the server it was handed to.)
     while select.select(front.sockets, [], [], 0)[0]:
         await asyncio.sleep(0)
     front.close()
@@ -309,6 +318,7 @@ def parse_arguments(argv=None):
         parser.add_argument(f"--{name}", type=int, required=True)
     # Names the project and target on the command line, so the local target finds it.
     parser.add_argument("--mark", default="")
+    parser.add_argument("--listener-fd", type=int)
     return parser.parse_args(argv)
 
 

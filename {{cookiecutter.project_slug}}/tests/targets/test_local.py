@@ -20,6 +20,7 @@ from ml_service.errors import MlopsError
 from ml_service.monitoring import records
 from ml_service.release import Release
 from ml_service.releasing.image import SCORING_FILES
+from ml_service.targets import local
 from ml_service.targets.local import LocalTarget
 from tests.conftest import cli_env
 from tests.helpers.project import free_port
@@ -210,10 +211,59 @@ def test_deploy_killed_mid_way_converges_on_the_next_deploy(
     assert not target.servers()
 
 
+def listening_sockets(port):
+    """The inodes of the listening TCP sockets on 127.0.0.1:`port` (Linux's /proc)."""
+    rows = [line.split() for line in open("/proc/net/tcp").read().splitlines()[1:]]
+    return {row[9] for row in rows if row[1] == f"0100007F:{port:04X}" and row[3] == "0A"}
+
+
+def test_redeploys_and_a_canary_pass_the_ports_one_listening_socket_on(target, releases):
+    """No listener of the port ever closes while another serves (the kernel would reset
+    the connections queued on it): servers, and a canary's split proxy, are handed the one
+    socket the first deploy created."""
+    target.deploy(releases["1"])
+    [first] = listening_sockets(target.port)
+    target.deploy(releases["2"])
+    assert listening_sockets(target.port) == {first}
+    split = target.start_split(releases["2"], releases["1"])
+    split.route(50)
+    assert {score_version(target.port) for _ in range(4)} == {"1", "2"}
+    assert listening_sockets(target.port) == {first}
+    target.deploy(releases["1"])
+    assert listening_sockets(target.port) == {first}
+    assert target.status().healthy
+
+
+def test_a_server_that_offers_no_socket_is_replaced_beside_it_on_the_shared_port(
+        target, releases, monkeypatch):
+    """A server that hands no socket on (one started before servers did) is still
+    replaced: the new one listens on a socket of its own beside it, on the shared port
+    (where Linux resets what is queued on the old one as it closes, unless
+    net.ipv4.tcp_migrate_req is set), and the old one's closes."""
+    monkeypatch.setattr(local, "take_listener", lambda offer, port: None)
+    target.deploy(releases["1"])
+    [old] = listening_sockets(target.port)
+    deployment = target.deploy(releases["2"])
+    assert (deployment.healthy, deployment.model_version) == (True, "2")
+    [new] = listening_sockets(target.port)
+    assert new != old
+    assert score_version(target.port) == "2"
+
+
+def test_a_socket_is_taken_only_from_an_offer_of_this_port(target, releases):
+    target.deploy(releases["1"])
+    [server] = target.servers()
+    assert local.take_listener("", target.port) is None
+    assert local.take_listener(server.listener_offer + "-gone", target.port) is None
+    assert local.take_listener(server.listener_offer, free_port()) is None
+    with local.take_listener(server.listener_offer, target.port) as listener:
+        assert listener.getsockname() == ("127.0.0.1", target.port)
+
+
 def test_foreign_listener_on_the_port_fails_status_and_deploy(target, releases):
     target.deploy(releases["1"])
     with socket.socket() as squatter:
-        # Another program sharing the port as our servers do (SO_REUSEPORT).
+        # Another program sharing the port (SO_REUSEPORT, which the port's socket allows).
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         squatter.bind(("127.0.0.1", target.port))
         squatter.listen()
