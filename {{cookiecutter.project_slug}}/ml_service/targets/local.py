@@ -14,11 +14,10 @@ connection queued meanwhile waits on the one socket for whichever server accepts
 first. (Servers that each bound the port, SO_REUSEPORT, would not do: the kernel resets
 what is queued on a listener when it closes.) A server that cannot hand the socket over
 (one started before servers did) gets a new one beside it, on the shared port. Every
-server is
-recorded in .mlops/<target>.json (PID, command line, start time) before it is waited
-for, and is found again by its command line, which names this project, the target and
-the port: after a crash at any point, `deploy` and `stop` see every server the project
-started, and a PID is killed only when its command line says it is one of them.
+server is recorded in .mlops/<target>.json (PID, command line, start time) before it is
+waited for, and is found again by its command line, which names this project, the target
+and the port: after a crash at any point, `deploy` and `stop` see every server the
+project started, and a PID is killed only when its command line says it is one of them.
 
 A canary (ml_service/releasing/canary.py) serves the port through a traffic split
 instead (traffic_split.py): the current and the new release each on a private port only,
@@ -148,8 +147,12 @@ def take_listener(offer, port):
             return None
     if not descriptors:
         return None
-    listener = socket.socket(fileno=descriptors[0])
-    if (listener.getsockname() != ("127.0.0.1", port)
+    try:
+        listener = socket.socket(fileno=descriptors[0])
+    except OSError:  # not a socket
+        os.close(descriptors[0])
+        return None
+    if (listener.family != socket.AF_INET or listener.getsockname() != ("127.0.0.1", port)
             or not listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)):
         listener.close()
         return None
