@@ -102,9 +102,10 @@ def _start_ticks(pid):
     return int(stat.rpartition(")")[2].split()[19])
 
 
-def _listener_pids(port):
-    """The PIDs holding a listening TCP socket on `port` (those this user may see)."""
-    inodes = set()
+def listening_sockets(port):
+    """The listening TCP sockets on `port`, any address, as a process's descriptor links
+    to them read ("socket:[<inode>]")."""
+    sockets = set()
     for table in ("tcp", "tcp6"):
         try:
             lines = (PROC / "net" / table).read_text().splitlines()[1:]
@@ -113,7 +114,13 @@ def _listener_pids(port):
         for line in lines:
             fields = line.split()
             if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
-                inodes.add(f"socket:[{fields[9]}]")
+                sockets.add(f"socket:[{fields[9]}]")
+    return sockets
+
+
+def _listener_pids(port):
+    """The PIDs holding a listening TCP socket on `port` (those this user may see)."""
+    inodes = listening_sockets(port)
     pids = set()
     for fd_dir in PROC.glob("[0-9]*/fd"):
         try:

@@ -21,7 +21,7 @@ from ml_service.monitoring import records
 from ml_service.release import Release
 from ml_service.releasing.image import SCORING_FILES
 from ml_service.targets import local
-from ml_service.targets.local import LocalTarget
+from ml_service.targets.local import LocalTarget, listening_sockets
 from tests.conftest import cli_env
 from tests.helpers.project import free_port
 from tests.helpers.scoring import ROW, SCORING_DIR, body, saved_model
@@ -209,12 +209,6 @@ def test_deploy_killed_mid_way_converges_on_the_next_deploy(
     time.sleep(0.5)
     assert not any(alive(server.pid) for server in servers)
     assert not target.servers()
-
-
-def listening_sockets(port):
-    """The inodes of the listening TCP sockets on 127.0.0.1:`port` (Linux's /proc)."""
-    rows = [line.split() for line in open("/proc/net/tcp").read().splitlines()[1:]]
-    return {row[9] for row in rows if row[1] == f"0100007F:{port:04X}" and row[3] == "0A"}
 
 
 def test_redeploys_and_a_canary_pass_the_ports_one_listening_socket_on(target, releases):
