@@ -64,8 +64,19 @@ def test_own_test_suite_passes(project, combination, baked, tmp_path, request):
         assert selected, "the options change files no test reads: is the selection broken?"
         command += ["-n", "0", "-m", "not slow", *selected]
     result = subprocess.run(command, cwd=checkout, capture_output=True, text=True)
-    assert result.returncode == 0, (f"seed {seed}\n" + result.stdout[-5000:]
-                                    + result.stderr[-2000:])
+    assert result.returncode == 0, (f"seed {seed}\n" + failed_assertions(result.stdout)
+                                    + result.stdout[-3000:] + result.stderr[-2000:])
+
+
+def failed_assertions(output, limit=6000):
+    """The tracebacks of pytest's report of failures (each test's header, its `>` and `E`
+    lines, where it was raised), without the output each failing test captured: that can
+    be thousands of lines (progress bars, server logs) and push them out of a report's
+    tail."""
+    _, _, failures = output.partition("= FAILURES =")
+    lines = [line for line in failures.splitlines()
+             if line.startswith(("_", ">", "E ")) or re.match(r"\S+\.py:\d+: ", line)]
+    return "\n".join(lines)[:limit] + "\n"
 
 
 def option_dependent_tests(project, changed):
@@ -179,3 +190,16 @@ def test_the_full_suite_starts_first_and_its_worker_holds_a_fast_test_next():
         random.Random(seed).shuffle(tests)
         pytest_collection_modifyitems(SimpleNamespace(workerinput={"workercount": 2}), tests)
         assert [test.name for test in tests[:5]] == ["full", "slow", "fast", "slow", "fast"]
+
+
+def test_a_failed_suite_reports_its_assertions_ahead_of_what_the_test_captured():
+    output = "\n".join([
+        "..F.", "=================== FAILURES ===================",
+        "_____ test_rollback _____", "    def test_rollback():", ">       assert failures == []",
+        "E       AssertionError: assert ['reset'] == []", "tests/test_x.py:7: AssertionError",
+        "----- Captured stderr call -----", *(["Downloading artifacts: 100%"] * 500),
+        "=========== short test summary info ===========", "FAILED tests/test_x.py"])
+    assert failed_assertions(output).splitlines() == [
+        "_____ test_rollback _____", ">       assert failures == []",
+        "E       AssertionError: assert ['reset'] == []", "tests/test_x.py:7: AssertionError"]
+    assert failed_assertions("1 passed") == "\n"
