@@ -1,0 +1,202 @@
+"""Where the CPU of a command goes, by default the template's `make test`: every process
+that ends while it runs, as the kernel's process accounting counts it (acct(2), so also
+the processes that are killed, run in containers or are reparented), grouped by what the
+process was: a scoring server's start, a CLI stage by verb, the pytest processes
+themselves, git, containers, ...
+
+    sudo .venv/bin/python benchmarks/suite_cpu.py                  # make test
+    sudo .venv/bin/python benchmarks/suite_cpu.py -- make test PYTEST_ARGS="-k bake"
+
+The suite on a 2-core machine is CPU-bound (busy CPU-s / 2 is most of its wall time),
+so what it costs is the sum of these rows, and a row says what a change would save.
+A measurement tool, not a test: it asserts nothing.
+
+How: process accounting writes one record per ended process (its CPU, parent and 16-
+character command name) to a temporary file; a .pth file put into this interpreter's
+site-packages for the run (and removed after it) records each Python process's argv,
+which the name alone cannot tell apart. Processes still running at the end (Docker's
+daemons, the registry) are in the machine's busy CPU but in no row. Needs Linux and
+CAP_SYS_PACCT (root), and process accounting off (nothing else using it) when it starts.
+"""
+import argparse
+import ast
+import collections
+import ctypes
+import json
+import os
+import site
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# struct acct_v3 (linux/acct.h): 64 bytes, little-endian on the machines this runs on.
+RECORD = struct.Struct("<BBHIIIIIIf8H16s")
+ACCT_VERSION = 3
+TICKS_PER_SECOND = 100  # AHZ: the unit of the records' comp_t times
+# Set for the measured command: accounting is one file for the whole machine, so a run
+# inside it (the template's test of this script) would end this one's; it skips instead.
+RUNNING = "SUITE_CPU_RUNNING"
+# Where a machine's own accounting (psacct/acct packages) writes: Debian, Red Hat.
+SYSTEM_ACCOUNTING_FILES = (Path("/var/log/account/pacct"), Path("/var/account/pacct"))
+
+
+def comp_t(value):
+    """The kernel's 16-bit float: 13-bit mantissa, 3-bit base-8 exponent."""
+    return (value & 0x1FFF) << (3 * (value >> 13))
+
+
+def read_records(path):
+    """(pid, ppid, cpu seconds, command name) of each process the file records."""
+    data = path.read_bytes()
+    records = []
+    for offset in range(0, len(data) - RECORD.size + 1, RECORD.size):
+        (_, version, _, _, _, _, pid, ppid, _, _, utime, stime, *_,
+         name) = RECORD.unpack_from(data, offset)
+        if version & 0x0F != ACCT_VERSION:
+            raise SystemExit(f"suite_cpu: {path} holds version {version & 0x0F} records, "
+                             f"not {ACCT_VERSION}: this kernel's format is not supported")
+        cpu = (comp_t(utime) + comp_t(stime)) / TICKS_PER_SECOND
+        records.append((pid, ppid, cpu, name.split(b"\0")[0].decode(errors="replace")))
+    return records
+
+
+def process_accounting(path):
+    """Turn process accounting on into `path`, or off with None."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.acct(None if path is None else os.fsencode(path)) != 0:
+        error = ctypes.get_errno()
+        raise SystemExit(f"suite_cpu: process accounting could not be turned "
+                         f"{'on' if path else 'off'}: {os.strerror(error)}. It needs root "
+                         "(CAP_SYS_PACCT), and no other accounting running")
+
+
+def system_accounting():
+    """The machine's own accounting file if it is on (it grows when a process ends): this
+    script would end it (acct(2) has one file, and no way to ask for it)."""
+    sizes = {path: path.stat().st_size for path in SYSTEM_ACCOUNTING_FILES if path.exists()}
+    if sizes:
+        subprocess.run(["true"], check=False)
+    return next((path for path, size in sizes.items() if path.stat().st_size > size), None)
+
+
+def busy_and_idle():
+    """The machine's busy and idle CPU seconds so far (/proc/stat)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, _ = fields
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, (idle + iowait) / tick
+
+
+def argv_recorder(log):
+    """The .pth line that appends each starting Python process's (pid, argv) to `log`."""
+    return ("import os, sys; exec(" + repr(
+        "try:\n"
+        f"    with open({str(log)!r}, 'a') as _f:\n"
+        "        _f.write(repr((os.getpid(), sys.orig_argv[:12])) + '\\n')\n"
+        "except OSError:\n"
+        "    pass\n") + ")\n")
+
+
+def read_argvs(log):
+    argvs = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            try:
+                pid, argv = ast.literal_eval(line)
+            except (SyntaxError, ValueError):
+                continue  # a line cut short by a process killed mid-write
+            argvs[pid] = argv
+    return argvs
+
+
+def kind(pid, records_by_pid, argvs):
+    """What a process was: from its argv, its parent's (a fork, e.g. a gunicorn worker)
+    or, for what is no Python of this interpreter, its command name."""
+    argv, forked = argvs.get(pid), False
+    if argv is None:
+        parent = records_by_pid.get(pid, (0, 0, 0, ""))[1]
+        name = records_by_pid.get(pid, (0, 0, 0, ""))[3]
+        if parent in argvs and name.startswith(("python", "gunicorn", "jemalloc")):
+            argv, forked = argvs[parent], True
+        else:
+            return f"other: {name}"
+    words = " ".join(" ".join(argv[1:8]).split())  # a -c script's lines on one line
+    if "gunicorn" in words:
+        return "scoring server: gunicorn " + ("worker (fork)" if forked else "master")
+    if "ml_service" in argv[1:3]:
+        verbs = [word for word in argv[argv.index("ml_service") + 1:]
+                 if not word.startswith("-")]
+        return "CLI: python -m ml_service " + (verbs[0] if verbs else "")
+    if "pytest" in words or "exec(eval(sys.stdin.readline()))" in words:
+        return "pytest and its xdist workers (tests run in-process)" + (
+            " (fork)" if forked else "")
+    if "traffic_split" in words:
+        return "traffic split (canary front)"
+    return "python: " + words[:60] + (" (fork)" if forked else "")
+
+
+def report(records, argvs, wall, busy, idle, top):
+    records_by_pid = {record[0]: record for record in records}
+    rows = collections.defaultdict(lambda: [0, 0.0])
+    for pid, _, cpu, _ in records:
+        row = rows[kind(pid, records_by_pid, argvs)]
+        row[0] += 1
+        row[1] += cpu
+    counted = sum(cpu for _, _, cpu, _ in records)
+    print(f"wall {wall:.0f} s; machine busy {busy:.0f} CPU-s, idle {idle:.0f} CPU-s; "
+          f"ended processes {len(records)}, {counted:.0f} CPU-s (the rest: processes "
+          "still running, e.g. Docker's daemons, and the kernel)")
+    print(f"{'CPU-s':>8} {'share':>6} {'procs':>6} {'each':>6}  what")
+    for name, (count, cpu) in sorted(rows.items(), key=lambda item: -item[1][1])[:top]:
+        print(f"{cpu:8.1f} {cpu / max(counted, 1e-9):6.1%} {count:6d} {cpu / count:6.2f}  "
+              f"{name}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--top", type=int, default=30, help="rows to print (default 30)")
+    parser.add_argument("--json", type=Path, help="also write the records to this file")
+    parser.add_argument("command", nargs="*", default=["make", "test"],
+                        help="what to run (default: make test), after --")
+    args = parser.parse_args(argv)
+    if os.environ.get(RUNNING):
+        raise SystemExit("suite_cpu: already measuring (SUITE_CPU_RUNNING is set): process "
+                         "accounting is one file for the whole machine")
+    in_use = system_accounting()
+    if in_use:
+        raise SystemExit(f"suite_cpu: this machine's process accounting is on ({in_use} "
+                         "grows), and measuring would end it: stop it first (e.g. "
+                         "`accton off`), then start it again after")
+    packages = Path(site.getsitepackages()[0])
+    with tempfile.TemporaryDirectory(prefix="suite-cpu-") as scratch:
+        scratch = Path(scratch)
+        accounting, argv_log = scratch / "pacct", scratch / "argv.log"
+        accounting.touch()
+        recorder = packages / "zz_suite_cpu_argv.pth"  # last: after the venv's own .pth
+        recorder.write_text(argv_recorder(argv_log))
+        try:
+            busy0, idle0 = busy_and_idle()
+            start = time.monotonic()
+            process_accounting(accounting)
+            try:
+                returncode = subprocess.call(args.command, env={**os.environ, RUNNING: "1"})
+            finally:
+                process_accounting(None)
+            wall = time.monotonic() - start
+            busy1, idle1 = busy_and_idle()
+        finally:
+            recorder.unlink()
+        records = read_records(accounting)
+        argvs = read_argvs(argv_log)
+    if args.json:
+        args.json.write_text(json.dumps({"records": records, "argv": argvs}))
+    report(records, argvs, wall, busy1 - busy0, idle1 - idle0, args.top)
+    print(f"(the command exited {returncode})")
+    return returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The template's own benchmark scripts run and print what they measure."""
+import ctypes
+import os
+import re
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import suite_cpu  # noqa: E402 (a script folder, no package)
+
+
+def process_accounting_allowed(tmp_path):
+    """Whether this test may turn accounting on and off: allowed (root), and not used by
+    the machine itself (turning it off would end that)."""
+    if suite_cpu.system_accounting():
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    probe = tmp_path / "probe.pacct"
+    probe.touch()
+    if libc.acct(os.fsencode(probe)) != 0:
+        return False
+    libc.acct(None)
+    return True
+
+
+def test_suite_cpu_counts_each_process_by_what_it_was_and_leaves_nothing_behind(tmp_path):
+    if os.environ.get("SUITE_CPU_RUNNING"):
+        pytest.skip("this run is measured by suite_cpu.py: accounting is taken")
+    if not sys.platform.startswith("linux") or not process_accounting_allowed(tmp_path):
+        pytest.skip("process accounting (acct) needs Linux, root, and the machine's own "
+                    "accounting off")
+    command = ("import subprocess, sys\n"
+               "for _ in range(3):\n"
+               "    subprocess.run([sys.executable, '-m', 'json.tool', '--help'],"
+               " capture_output=True)\n"
+               "subprocess.run(['git', '--version'], capture_output=True)\n"
+               "sys.exit(3)\n")
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "suite_cpu.py"), "--",
+                             sys.executable, "-c", command],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3, result.stderr  # the command's own exit code
+    # CPU-s, share, processes, CPU-s each, what
+    rows = {what: int(processes) for processes, what in re.findall(
+        r"(?m)^ *[\d.]+ +[\d.]+% +(\d+) +[\d.]+  (.+)$", result.stdout)}
+    assert rows["python: -m json.tool --help"] == 3, result.stdout
+    assert rows["other: git"] == 1, result.stdout
+    assert "(the command exited 3)" in result.stdout
+    packages = Path(site.getsitepackages()[0])
+    assert not list(packages.glob("zz_suite_cpu_*.pth")), "the argv recorder was left installed"
