@@ -33,8 +33,16 @@ demo: $(INSTALLED)
 		git -c user.name=demo -c user.email=demo@example.com commit -q --allow-empty -m "Baked from the template"
 	$(MAKE) -C $(DEMO_PROJECT) demo PYTHON=$(PYTHON) KEEP_SERVING=$(KEEP_SERVING)
 
+# The suites' temporary files (projects, MLflow stores, git repositories: about 2 GB at
+# once) in memory, where /dev/shm has room for them and TMPDIR is not set: every SQLite
+# and git commit waits on the disk otherwise. Measured on the 2 cores, the full suite
+# alone, one seed: 388 s (60 CPU-s idle) on the disk, 355 s (23 idle) in memory.
+TEST_TMPDIR := $(if $(TMPDIR),,$(shell python3 -c 'import os, shutil; print("/dev/shm" \
+	if os.access("/dev/shm", os.W_OK) and shutil.disk_usage("/dev/shm").free >= 6 << 30 \
+	else "")' 2>/dev/null))
+
 test: $(INSTALLED)
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(if $(TEST_TMPDIR),TMPDIR=$(TEST_TMPDIR) )$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 engine:
 	"$(TEMPLATE)/scripts/container-engine.sh" $(ENGINE_BASE_IMAGE)

@@ -91,6 +91,13 @@ def changed_files(project, reference):
     return {path for path in ours.keys() | theirs.keys() if ours.get(path) != theirs.get(path)}
 
 
+def inner_basetemp(checkout):
+    """pytest's options for a baked suite run in `checkout`: its temporary folders inside
+    the calling test's own (beside the checkout), so they go when that test passes
+    (pytest.ini: tmp_path_retention_policy) and stay with it when it fails."""
+    return ["--basetemp", str(checkout.parent / f"{checkout.name}-pytest")]
+
+
 @pytest.fixture(scope="session")
 def baked(cookies_session):
     """Return a function giving the baked project folder of a combination (baked once)."""

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import (COMBINATIONS, FULL_SUITE, WORKING_STATE, changed_files, files,
-                      parse_structured_files, pytest_collection_modifyitems)
+                      inner_basetemp, parse_structured_files, pytest_collection_modifyitems)
 
 TOP_LEVEL = {"ml_service", "training", "scoring", "environment_setup", "tests",
              "README.md", "pyproject.toml", "Makefile", ".gitignore", "mlops.toml"}
@@ -50,7 +50,8 @@ def test_own_test_suite_passes(project, combination, baked, tmp_path, request):
     seed = request.config.getoption("randomly_seed", None)
     order = (["-p", "randomly", f"--randomly-seed={seed}"] if seed is not None
              else ["-p", "no:randomly"])
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *order]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *order,
+               *inner_basetemp(checkout)]
     # The full suite runs on three workers of its own: its tests wait on servers,
     # containers and probes, and on two workers a core stood idle for a sixth of its run.
     # The short ones share the template run's workers, and run only the fast tests their

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import inner_basetemp
+
 # Generated test modules that read [data] or scoring/sample-request.json, which a data
 # switch used to break; with a registered version, a local train, gate and register (the
 # version is resolved from the store: a project copy used to have none).
@@ -59,7 +61,7 @@ def run(checkout, *command):
 
 def own_suite(checkout, modules):
     result = run(checkout, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-                 "-n", "0", "-m", "not slow", *modules)
+                 "-n", "0", "-m", "not slow", *inner_basetemp(checkout), *modules)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
 
 
