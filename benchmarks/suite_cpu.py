@@ -39,6 +39,8 @@ TICKS_PER_SECOND = 100  # AHZ: the unit of the records' comp_t times
 # Set for the measured command: accounting is one file for the whole machine, so a run
 # inside it (the template's test of this script) would end this one's; it skips instead.
 RUNNING = "SUITE_CPU_RUNNING"
+# The CLI's options that come before the verb and take a value (ml_service/cli.py).
+VALUED_OPTIONS = ("--config", "--backend")
 # Where a machine's own accounting (psacct/acct packages) writes: Debian, Red Hat.
 SYSTEM_ACCOUNTING_FILES = (Path("/var/log/account/pacct"), Path("/var/account/pacct"))
 
@@ -112,6 +114,18 @@ def read_argvs(log):
     return argvs
 
 
+def cli_verb(args):
+    """The verb of `python -m ml_service ARGS`: the first word that is no option, nor the
+    value of an option before it."""
+    words = iter(args)
+    for word in words:
+        if word in VALUED_OPTIONS:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return ""
+
+
 def kind(pid, records_by_pid, argvs):
     """What a process was: from its argv, its parent's (a fork, e.g. a gunicorn worker)
     or, for what is no Python of this interpreter, its command name."""
@@ -127,9 +141,7 @@ def kind(pid, records_by_pid, argvs):
     if "gunicorn" in words:
         return "scoring server: gunicorn " + ("worker (fork)" if forked else "master")
     if "ml_service" in argv[1:3]:
-        verbs = [word for word in argv[argv.index("ml_service") + 1:]
-                 if not word.startswith("-")]
-        return "CLI: python -m ml_service " + (verbs[0] if verbs else "")
+        return "CLI: python -m ml_service " + cli_verb(argv[argv.index("ml_service") + 1:])
     if "pytest" in words or "exec(eval(sys.stdin.readline()))" in words:
         return "pytest and its xdist workers (tests run in-process)" + (
             " (fork)" if forked else "")

@@ -52,3 +52,10 @@ def test_suite_cpu_counts_each_process_by_what_it_was_and_leaves_nothing_behind(
     assert "(the command exited 3)" in result.stdout
     packages = Path(site.getsitepackages()[0])
     assert not list(packages.glob("zz_suite_cpu_*.pth")), "the argv recorder was left installed"
+
+
+def test_suite_cpu_names_a_cli_process_by_its_verb_past_the_options_before_it():
+    assert suite_cpu.cli_verb(["--backend", "azureml", "--dry-run", "pipeline"]) == "pipeline"
+    assert suite_cpu.cli_verb(["--config", "other.toml", "train", "--x"]) == "train"
+    assert suite_cpu.cli_verb(["deploy", "--target", "staging"]) == "deploy"
+    assert suite_cpu.cli_verb(["--debug"]) == ""
