@@ -131,8 +131,7 @@ def kind(pid, records_by_pid, argvs):
     or, for what is no Python of this interpreter, its command name."""
     argv, forked = argvs.get(pid), False
     if argv is None:
-        parent = records_by_pid.get(pid, (0, 0, 0, ""))[1]
-        name = records_by_pid.get(pid, (0, 0, 0, ""))[3]
+        _, parent, _, name = records_by_pid.get(pid, (pid, 0, 0.0, ""))
         if parent in argvs and name.startswith(("python", "gunicorn", "jemalloc")):
             argv, forked = argvs[parent], True
         else:
