@@ -301,6 +301,13 @@ async def main(arguments):
     # until then. (A handed socket stays open in the server it was handed to.)
     while select.select(front.sockets, [], [], 0)[0]:
         await asyncio.sleep(0)
+    # Accepting stops one pass before the server closes: a connection accepted in the
+    # last pass gets its transport in the next, and asyncio drops it unanswered (the
+    # client sees a reset) if the server is closed by then (Server._attach asserts it is
+    # open; seen once under a steady probe as a canary ended).
+    for listener in front.sockets:
+        loop.remove_reader(listener.fileno())
+    await asyncio.sleep(0)
     front.close()
     split.stopping = True
     # A connection just accepted reaches serve_client (and counts as busy) a few loop
