@@ -294,17 +294,23 @@ async def main(arguments):
     print(f"traffic split on 127.0.0.1:{arguments.port}: stable :{arguments.stable}, "
           f"canary :{arguments.canary}, control :{arguments.control}", flush=True)
     await stopped.wait()
-    # Graceful: no new connections; the requests in flight are answered, then it exits
-    # (a kept-alive client is closed after its current answer). The connections the
-    # kernel queued for the port are accepted first: closing a listener of its own resets
-    # them, and on a port shared with the servers that take over, new ones queue there
-    # until then. (A handed socket stays open in the server it was handed to.)
+    await stop_serving(front, split)
+    control.close()
+
+
+async def stop_serving(front, split):
+    """Stop the front gracefully: no new connections; the requests in flight are answered
+    (a kept-alive client is closed after its current answer). The connections the kernel
+    queued for the port are accepted first: closing a listener of its own resets them, and
+    on a port shared with the servers that take over, new ones queue there until then. (A
+    handed socket stays open in the server it was handed to.)"""
     while select.select(front.sockets, [], [], 0)[0]:
         await asyncio.sleep(0)
     # Accepting stops one pass before the server closes: a connection accepted in the
     # last pass gets its transport in the next, and asyncio drops it unanswered (the
     # client sees a reset) if the server is closed by then (Server._attach asserts it is
     # open; seen once under a steady probe as a canary ended).
+    loop = asyncio.get_running_loop()
     for listener in front.sockets:
         loop.remove_reader(listener.fileno())
     await asyncio.sleep(0)
@@ -316,7 +322,6 @@ async def main(arguments):
     deadline = time.monotonic() + UPSTREAM_TIMEOUT
     while split.busy and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    control.close()
 
 
 def parse_arguments(argv=None):
