@@ -15,7 +15,8 @@ How: process accounting writes one record per ended process (its CPU, parent and
 character command name) to a temporary file; a .pth file put into this interpreter's
 site-packages for the run (and removed after it) records each Python process's argv,
 which the name alone cannot tell apart. Processes still running at the end (Docker's
-daemons, the registry) are in the machine's busy CPU but in no row. Needs Linux and
+daemons, the registry) are in the machine's busy CPU but in no row. A reference process
+(REFERENCE) is timed before and after: the same work's CPU-s drift with the machine. Needs Linux and
 CAP_SYS_PACCT (root), and process accounting off (nothing else using it) when it starts.
 """
 import argparse
@@ -24,6 +25,7 @@ import collections
 import ctypes
 import json
 import os
+import resource
 import site
 import struct
 import subprocess
@@ -39,6 +41,11 @@ TICKS_PER_SECOND = 100  # AHZ: the unit of the records' comp_t times
 # Set for the measured command: accounting is one file for the whole machine, so a run
 # inside it (the template's test of this script) would end this one's; it skips instead.
 RUNNING = "SUITE_CPU_RUNNING"
+# What a CPU-second buys on this machine at the time: a new interpreter importing
+# scikit-learn, what most of the suite's processes do first. On the 2-core VM this was
+# written on it took 1.28 CPU-s at one time and 1.65-1.75 an hour and a half later, and
+# the suite's time grew with it: compare runs by their ratio to it, not by seconds.
+REFERENCE = [sys.executable, "-c", "import sklearn.base"]
 # The CLI's options that come before the verb and take a value (ml_service/cli.py).
 VALUED_OPTIONS = ("--config", "--backend")
 # Where a machine's own accounting (psacct/acct packages) writes: Debian, Red Hat.
@@ -84,12 +91,25 @@ def system_accounting():
     return next((path for path, size in sizes.items() if path.stat().st_size > size), None)
 
 
-def busy_and_idle():
-    """The machine's busy and idle CPU seconds so far (/proc/stat)."""
+def busy_idle_and_steal():
+    """The machine's busy, idle and stolen (by the hypervisor) CPU seconds so far
+    (/proc/stat)."""
     fields = [int(value) for value in Path("/proc/stat").read_text().split()[1:9]]
-    user, nice, system, idle, iowait, irq, softirq, _ = fields
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
     tick = os.sysconf("SC_CLK_TCK")
-    return (user + nice + system + irq + softirq) / tick, (idle + iowait) / tick
+    return ((user + nice + system + irq + softirq) / tick, (idle + iowait) / tick,
+            steal / tick)
+
+
+def reference_cpu(runs):
+    """The least CPU-s (user + system) of `runs` runs of REFERENCE."""
+    spent = []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(REFERENCE, check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        spent.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return min(spent)
 
 
 def argv_recorder(log):
@@ -149,7 +169,9 @@ def kind(pid, records_by_pid, argvs):
     return "python: " + words[:60] + (" (fork)" if forked else "")
 
 
-def report(records, argvs, wall, busy, idle, top):
+def report(records, argvs, wall, machine, reference, top):
+    """Print the rows; `machine` is (busy, idle, steal) CPU-s during the command,
+    `reference` REFERENCE's CPU-s (before, after)."""
     records_by_pid = {record[0]: record for record in records}
     rows = collections.defaultdict(lambda: [0, 0.0])
     for pid, _, cpu, _ in records:
@@ -157,9 +179,13 @@ def report(records, argvs, wall, busy, idle, top):
         row[0] += 1
         row[1] += cpu
     counted = sum(cpu for _, _, cpu, _ in records)
-    print(f"wall {wall:.0f} s; machine busy {busy:.0f} CPU-s, idle {idle:.0f} CPU-s; "
-          f"ended processes {len(records)}, {counted:.0f} CPU-s (the rest: processes "
-          "still running, e.g. Docker's daemons, and the kernel)")
+    busy, idle, steal = machine
+    print(f"wall {wall:.0f} s; machine busy {busy:.0f} CPU-s, idle {idle:.0f} CPU-s, "
+          f"stolen {steal:.0f} CPU-s; ended processes {len(records)}, {counted:.0f} CPU-s "
+          "(the rest: processes still running, e.g. Docker's daemons, and the kernel)")
+    print(f"reference: {reference[0]:.2f} CPU-s before, {reference[1]:.2f} after "
+          f"(`python -c '{REFERENCE[2]}'`, the least of the runs): "
+          "compare runs by their ratio to it")
     print(f"{'CPU-s':>8} {'share':>6} {'procs':>6} {'each':>6}  what")
     for name, (count, cpu) in sorted(rows.items(), key=lambda item: -item[1][1])[:top]:
         print(f"{cpu:8.1f} {cpu / max(counted, 1e-9):6.1%} {count:6d} {cpu / count:6.2f}  "
@@ -170,6 +196,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--top", type=int, default=30, help="rows to print (default 30)")
     parser.add_argument("--json", type=Path, help="also write the records to this file")
+    parser.add_argument("--reference-runs", type=int, default=3,
+                        help="runs of the reference before and after (default 3)")
     parser.add_argument("command", nargs="*", default=["make", "test"],
                         help="what to run (default: make test), after --")
     args = parser.parse_args(argv)
@@ -189,7 +217,8 @@ def main(argv=None):
         recorder = packages / "zz_suite_cpu_argv.pth"  # last: after the venv's own .pth
         recorder.write_text(argv_recorder(argv_log))
         try:
-            busy0, idle0 = busy_and_idle()
+            reference_before = reference_cpu(args.reference_runs)
+            machine_before = busy_idle_and_steal()
             start = time.monotonic()
             process_accounting(accounting)
             try:
@@ -197,14 +226,16 @@ def main(argv=None):
             finally:
                 process_accounting(None)
             wall = time.monotonic() - start
-            busy1, idle1 = busy_and_idle()
+            machine = [after - before for after, before
+                       in zip(busy_idle_and_steal(), machine_before)]
         finally:
             recorder.unlink()
         records = read_records(accounting)
         argvs = read_argvs(argv_log)
     if args.json:
         args.json.write_text(json.dumps({"records": records, "argv": argvs}))
-    report(records, argvs, wall, busy1 - busy0, idle1 - idle0, args.top)
+    reference = (reference_before, reference_cpu(args.reference_runs))
+    report(records, argvs, wall, machine, reference, args.top)
     print(f"(the command exited {returncode})")
     return returncode
 

@@ -45,8 +45,8 @@ def test_suite_cpu_counts_each_process_by_what_it_was_and_leaves_nothing_behind(
                " capture_output=True)\n"
                f"subprocess.run([{str(program)!r}])\n"
                "sys.exit(3)\n")
-    result = subprocess.run([sys.executable, str(BENCHMARKS / "suite_cpu.py"), "--",
-                             sys.executable, "-c", command],
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "suite_cpu.py"),
+                             "--reference-runs", "1", "--", sys.executable, "-c", command],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 3, result.stderr  # the command's own exit code
     # CPU-s, share, processes, CPU-s each, what
@@ -55,6 +55,9 @@ def test_suite_cpu_counts_each_process_by_what_it_was_and_leaves_nothing_behind(
     assert rows["python: -m json.tool --help"] == 3, result.stdout
     assert rows["other: suitecpuprobe"] == 1, result.stdout
     assert "(the command exited 3)" in result.stdout
+    before, after = map(float, re.search(r"reference: ([\d.]+) CPU-s before, ([\d.]+) after",
+                                         result.stdout).groups())
+    assert before > 0.1 and after > 0.1, result.stdout  # an interpreter importing scikit-learn
     packages = Path(site.getsitepackages()[0])
     assert not list(packages.glob("zz_suite_cpu_*.pth")), "the argv recorder was left installed"
 
