@@ -16,8 +16,9 @@ character command name) to a temporary file; a .pth file put into this interpret
 site-packages for the run (and removed after it) records each Python process's argv,
 which the name alone cannot tell apart. Processes still running at the end (Docker's
 daemons, the registry) are in the machine's busy CPU but in no row. A reference process
-(REFERENCE) is timed before and after: the same work's CPU-s drift with the machine. Needs Linux and
-CAP_SYS_PACCT (root), and process accounting off (nothing else using it) when it starts.
+(REFERENCE) is timed before and after, neither recorded nor counted: the same work's
+CPU-s drift with the machine. Needs Linux and CAP_SYS_PACCT (root), and process
+accounting off (nothing else using it) when it starts.
 """
 import argparse
 import ast
@@ -209,6 +210,9 @@ def main(argv=None):
         raise SystemExit(f"suite_cpu: this machine's process accounting is on ({in_use} "
                          "grows), and measuring would end it: stop it first (e.g. "
                          "`accton off`), then start it again after")
+    # Both reference runs outside the recorder's time: its .pth would add a file write to
+    # the first run's interpreter start and not to the second's.
+    reference_before = reference_cpu(args.reference_runs)
     packages = Path(site.getsitepackages()[0])
     with tempfile.TemporaryDirectory(prefix="suite-cpu-") as scratch:
         scratch = Path(scratch)
@@ -217,7 +221,6 @@ def main(argv=None):
         recorder = packages / "zz_suite_cpu_argv.pth"  # last: after the venv's own .pth
         recorder.write_text(argv_recorder(argv_log))
         try:
-            reference_before = reference_cpu(args.reference_runs)
             machine_before = busy_idle_and_steal()
             start = time.monotonic()
             process_accounting(accounting)
