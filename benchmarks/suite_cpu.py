@@ -2,7 +2,8 @@
 that ends while it runs, as the kernel's process accounting counts it (acct(2), so also
 the processes that are killed, run in containers or are reparented), grouped by what the
 process was: a scoring server's start, a CLI stage by verb, the pytest processes
-themselves, git, containers, ...
+themselves, git, containers, ...; and by the test that started it (the test pytest was
+running, PYTEST_CURRENT_TEST, which a process inherits from whatever started it).
 
     sudo .venv/bin/python benchmarks/suite_cpu.py                  # make test
     sudo .venv/bin/python benchmarks/suite_cpu.py -- make test PYTEST_ARGS="-k bake"
@@ -114,24 +115,27 @@ def reference_cpu(runs):
 
 
 def argv_recorder(log):
-    """The .pth line that appends each starting Python process's (pid, argv) to `log`."""
+    """The .pth line that appends each starting Python process's (pid, argv, the test
+    running: its pytest node id or '') to `log`."""
     return ("import os, sys; exec(" + repr(
         "try:\n"
         f"    with open({str(log)!r}, 'a') as _f:\n"
-        "        _f.write(repr((os.getpid(), sys.orig_argv[:12])) + '\\n')\n"
+        "        _f.write(repr((os.getpid(), sys.orig_argv[:12], os.environ.get("
+        "'PYTEST_CURRENT_TEST', '').rsplit(' (', 1)[0])) + '\\n')\n"
         "except OSError:\n"
         "    pass\n") + ")\n")
 
 
 def read_argvs(log):
+    """{pid: (argv, test)} of the Python processes `log` recorded."""
     argvs = {}
     if log.exists():
         for line in log.read_text().splitlines():
             try:
-                pid, argv = ast.literal_eval(line)
+                pid, argv, test = ast.literal_eval(line)
             except (SyntaxError, ValueError):
                 continue  # a line cut short by a process killed mid-write
-            argvs[pid] = argv
+            argvs[pid] = (argv, test)
     return argvs
 
 
@@ -147,16 +151,23 @@ def cli_verb(args):
     return ""
 
 
+def origin(pid, records_by_pid, argvs):
+    """(argv, test, forked) of a process: its own record, its parent's (a fork, e.g. a
+    gunicorn worker), or (None, "", False) for what is no Python of this interpreter."""
+    if pid in argvs:
+        return (*argvs[pid], False)
+    _, parent, _, name = records_by_pid.get(pid, (pid, 0, 0.0, ""))
+    if parent in argvs and name.startswith(("python", "gunicorn", "jemalloc")):
+        return (*argvs[parent], True)
+    return None, "", False
+
+
 def kind(pid, records_by_pid, argvs):
-    """What a process was: from its argv, its parent's (a fork, e.g. a gunicorn worker)
-    or, for what is no Python of this interpreter, its command name."""
-    argv, forked = argvs.get(pid), False
+    """What a process was: from its argv, its parent's (a fork) or, for what is no Python
+    of this interpreter, its command name."""
+    argv, _, forked = origin(pid, records_by_pid, argvs)
     if argv is None:
-        _, parent, _, name = records_by_pid.get(pid, (pid, 0, 0.0, ""))
-        if parent in argvs and name.startswith(("python", "gunicorn", "jemalloc")):
-            argv, forked = argvs[parent], True
-        else:
-            return f"other: {name}"
+        return f"other: {records_by_pid.get(pid, (pid, 0, 0.0, ''))[3]}"
     words = " ".join(" ".join(argv[1:8]).split())  # a -c script's lines on one line
     if "gunicorn" in words:
         return "scoring server: gunicorn " + ("worker (fork)" if forked else "master")
@@ -170,15 +181,21 @@ def kind(pid, records_by_pid, argvs):
     return "python: " + words[:60] + (" (fork)" if forked else "")
 
 
-def report(records, argvs, wall, machine, reference, top):
-    """Print the rows; `machine` is (busy, idle, steal) CPU-s during the command,
-    `reference` REFERENCE's CPU-s (before, after)."""
+def report(records, argvs, wall, machine, reference, top, tests):
+    """Print the rows, then the `tests` tests whose processes took the most; `machine` is
+    (busy, idle, steal) CPU-s during the command, `reference` REFERENCE's CPU-s (before,
+    after)."""
     records_by_pid = {record[0]: record for record in records}
     rows = collections.defaultdict(lambda: [0, 0.0])
+    by_test = collections.defaultdict(lambda: [0, 0.0])
     for pid, _, cpu, _ in records:
         row = rows[kind(pid, records_by_pid, argvs)]
         row[0] += 1
         row[1] += cpu
+        test = origin(pid, records_by_pid, argvs)[1]
+        if test:
+            by_test[test][0] += 1
+            by_test[test][1] += cpu
     counted = sum(cpu for _, _, cpu, _ in records)
     busy, idle, steal = machine
     print(f"wall {wall:.0f} s; machine busy {busy:.0f} CPU-s, idle {idle:.0f} CPU-s, "
@@ -191,12 +208,20 @@ def report(records, argvs, wall, machine, reference, top):
     for name, (count, cpu) in sorted(rows.items(), key=lambda item: -item[1][1])[:top]:
         print(f"{cpu:8.1f} {cpu / max(counted, 1e-9):6.1%} {count:6d} {cpu / count:6.2f}  "
               f"{name}")
+    if tests and by_test:
+        print(f"\nthe processes each test started (its own work in pytest's process not "
+              f"included), the {tests} that took the most:")
+        print(f"{'CPU-s':>8} {'share':>6} {'procs':>6}  test")
+        for name, (count, cpu) in sorted(by_test.items(), key=lambda item: -item[1][1])[:tests]:
+            print(f"{cpu:8.1f} {cpu / max(counted, 1e-9):6.1%} {count:6d}  {name}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--top", type=int, default=30, help="rows to print (default 30)")
     parser.add_argument("--json", type=Path, help="also write the records to this file")
+    parser.add_argument("--tests", type=int, default=20,
+                        help="tests to list by the CPU of their processes (default 20)")
     parser.add_argument("--reference-runs", type=int, default=3,
                         help="runs of the reference before and after (default 3)")
     parser.add_argument("command", nargs="*", default=["make", "test"],
@@ -238,7 +263,7 @@ def main(argv=None):
     if args.json:
         args.json.write_text(json.dumps({"records": records, "argv": argvs}))
     reference = (reference_before, reference_cpu(args.reference_runs))
-    report(records, argvs, wall, machine, reference, args.top)
+    report(records, argvs, wall, machine, reference, args.top, args.tests)
     print(f"(the command exited {returncode})")
     return returncode
 

@@ -39,7 +39,8 @@ def test_suite_cpu_counts_each_process_by_what_it_was_and_leaves_nothing_behind(
     # asserted is what only this command runs, a module and a program of its own name.
     program = tmp_path / "suitecpuprobe"
     shutil.copy("/bin/true", program)
-    command = ("import subprocess, sys\n"
+    command = ("import os, subprocess, sys\n"
+               "os.environ['PYTEST_CURRENT_TEST'] = 'probe.py::test_probe (call)'\n"
                "for _ in range(3):\n"
                "    subprocess.run([sys.executable, '-m', 'json.tool', '--help'],"
                " capture_output=True)\n"
@@ -54,6 +55,10 @@ def test_suite_cpu_counts_each_process_by_what_it_was_and_leaves_nothing_behind(
         r"(?m)^ *[\d.]+ +[\d.]+% +(\d+) +[\d.]+  (.+)$", result.stdout)}
     assert rows["python: -m json.tool --help"] == 3, result.stdout
     assert rows["other: suitecpuprobe"] == 1, result.stdout
+    # The three interpreters the "test" started, by its node id (the program is no Python:
+    # accounting names no test for it).
+    assert re.search(r"(?m)^ *[\d.]+ +[\d.]+% +3  probe\.py::test_probe$", result.stdout), \
+        result.stdout
     assert "(the command exited 3)" in result.stdout
     before, after = map(float, re.search(r"reference: ([\d.]+) CPU-s before, ([\d.]+) after",
                                          result.stdout).groups())
