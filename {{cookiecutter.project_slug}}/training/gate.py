@@ -18,6 +18,7 @@ import mlflow.sklearn
 import numpy as np
 from mlflow.exceptions import MlflowException
 
+from training import artifacts
 from training.model import prediction_metrics
 
 
@@ -98,12 +99,13 @@ def evaluate(model_uri, model_name, champion_version, x_test, y_test, min_r2,
     nothing is in production); decide. A champion the registry cannot give raises
     ChampionUnavailable, never "no champion": that would let any model through."""
     actual = np.asarray(y_test, dtype=float)
-    challenger_predictions = _predict(mlflow.sklearn.load_model(model_uri), x_test)
+    challenger = artifacts.load_model(mlflow.sklearn.load_model, model_uri)
+    challenger_predictions = _predict(challenger, x_test)
     champion_predictions = schema_change = None
     if champion_version is not None:
         champion_uri = f"models:/{model_name}/{champion_version}"
         try:
-            champion_model = mlflow.sklearn.load_model(champion_uri)
+            champion_model = artifacts.load_model(mlflow.sklearn.load_model, champion_uri)
         except MlflowException as error:
             raise ChampionUnavailable(
                 f"production runs {model_name} version {champion_version} (its git desired "

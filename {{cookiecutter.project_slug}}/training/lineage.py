@@ -13,6 +13,7 @@ import mlflow.sklearn
 import pandas as pd
 from mlflow.models import infer_signature
 
+from training import artifacts
 from training.data import data_tags
 
 # The version's answers to scoring/sample-request.json: the smoke test's known answers.
@@ -53,7 +54,7 @@ def version_tags(git_commit, pipeline_run_id, train_run_id, data_fingerprint, ga
 def sample_predictions(model_uri, sample_request):
     """The model's predictions for the rows of `sample_request` (a file in the form of
     scoring/sample-request.json, rows in signature order), as a JSON list."""
-    model = mlflow.pyfunc.load_model(model_uri)
+    model = artifacts.load_model(mlflow.pyfunc.load_model, model_uri)
     rows = json.loads(Path(sample_request).read_text())["data"]
     columns = model.metadata.get_input_schema().input_names()
     return json.dumps([float(value) for value in

@@ -10,13 +10,12 @@ import shlex
 from pathlib import Path
 
 import mlflow
-import pandas as pd
 
 from ml_service import desired_state, report, tracking
 from ml_service.errors import MlopsError
 from ml_service.monitoring import log_analytics, records
 from ml_service.monitoring.prediction_log import log_folder
-from training import reference
+from training import artifacts, reference
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +45,10 @@ def load_reference(client, settings, version):
         raise MlopsError(f"{name} version {version} has no run_id tag: its training sample "
                          "cannot be found.", how)
     try:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id,
-                                                   artifact_path=reference.ARTIFACT_PATH)
+        return artifacts.read_csv(run_id, reference.ARTIFACT_PATH)
     except Exception as error:  # the artifact stores' errors vary by store type
         raise MlopsError(f"{name} version {version} (train run {run_id}) has no "
                          f"{reference.ARTIFACT_PATH} ({type(error).__name__}).", how) from None
-    return pd.read_csv(path)
 
 
 def recent_records(settings, target):

@@ -125,16 +125,20 @@ def test_shifted_traffic_is_drift_in_the_shifted_feature_and_exits_3(trained, ca
         "monitor/monitor-staging.html"]
 
 
-def test_the_cli_exits_3_on_drift_and_says_so(trained):
+def test_the_cli_exits_3_on_drift_and_says_so(trained, tmp_path):
     project, settings, version, sample = trained
     traffic = like_training(sample, 300, seed=3)
     traffic["s5"] -= 2 * sample["s5"].std()
     write_traffic(settings, version, traffic)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     result = subprocess.run([sys.executable, "-m", "ml_service", "monitor", "--target", TARGET],
-                            cwd=project, env=cli_env(), capture_output=True, text=True,
-                            timeout=300)
+                            cwd=project, env=cli_env(TMPDIR=str(scratch)), capture_output=True,
+                            text=True, timeout=300)
     assert result.returncode == 3, result.stderr
     assert "drift: yes (features s5" in result.stdout
+    # The reference sample MLflow downloaded is not left in the temporary folder.
+    assert list(scratch.iterdir()) == []
 
 
 def test_little_traffic_is_no_verdict_and_no_alarm(trained, capsys):

@@ -10,6 +10,8 @@ Train, evaluate, register, build-image, deploy, smoke-test, promote, a better
 version, and rollback must all work on it: release state is git's desired state
 plus version tags, and aliases are at most a best-effort mirror, never read.
 """
+import tempfile
+
 import pytest
 
 from ml_service import desired_state, tracking
@@ -28,8 +30,13 @@ from tests.helpers.project import copy_project, free_port, git, kill_local_serve
 pytestmark = pytest.mark.slow
 
 
-def test_release_flow_on_a_registry_without_aliases(tmp_path, migrated_database):
+def test_release_flow_on_a_registry_without_aliases(tmp_path, migrated_database, monkeypatch):
     root = copy_project(tmp_path / "project", migrated_database)
+    # This process's temporary folder: MLflow downloads what a remote registry serves
+    # (models, samples) into new folders there, and the flow must leave none behind.
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     git(root, "init", "-q")
     git(root, "add", "-A")
     git(root, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init")
@@ -46,6 +53,7 @@ def test_release_flow_on_a_registry_without_aliases(tmp_path, migrated_database)
     # Aliases may be mirrored (and refused), but nothing ever depends on reading one.
     assert all(method != "GET" for method, path in refused if ALIAS_PATH in path), refused
     assert not [path for _, path in refused if ALIAS_PATH not in path], refused
+    assert sorted(path.name for path in scratch.iterdir()) == []
 
 
 def _release_flow(root, environ, settings):
