@@ -8,6 +8,8 @@ removes the project folder it had just created.
 import json
 import re
 import sys
+import tempfile
+from pathlib import Path
 
 ANSWERS = json.loads(r"""{{ cookiecutter | jsonify }}""")
 
@@ -122,4 +124,9 @@ def main():
 
 
 if __name__ == "__main__":
+    # cookiecutter (2.7.1) runs a rendered copy of this hook from the temporary folder and
+    # never removes it: one file with the answers per generation. Removed first, whatever
+    # the hook decides; never the template's own file, run by hand.
+    if Path(__file__).resolve().parent == Path(tempfile.gettempdir()).resolve():
+        Path(__file__).unlink(missing_ok=True)
     main()

@@ -64,12 +64,17 @@ def test_several_bad_answers_are_reported_together(cookies, capfd):
 
 
 def test_cli_leaves_nothing_behind_and_speaks_first(tmp_path):
+    out, scratch = tmp_path / "out", tmp_path / "tmp"
+    scratch.mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "cookiecutter", "--no-input", "--output-dir", str(tmp_path),
+        [sys.executable, "-m", "cookiecutter", "--no-input", "--output-dir", str(out),
          str(TEMPLATE), "azure_location=West Europe"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "TMPDIR": str(scratch)})
     assert result.returncode != 0
-    assert list(tmp_path.iterdir()) == []
+    assert not out.exists() or list(out.iterdir()) == []
+    # Nor the rendered hook (the answers in it) in the temporary folder.
+    assert list(scratch.iterdir()) == []
     assert result.stdout.startswith("ERROR: the project was not generated")
     assert "azure_location='West Europe'" in result.stdout.splitlines()[1]
     # cookiecutter's own line follows, without a traceback of its code under the message.
@@ -120,12 +125,16 @@ def generate(tmp_path, git_identity):
     config = tmp_path / "gitconfig"
     config.write_text("[user]\n  name = Jane Doe\n  email = jane@example.com\n"
                       if git_identity else "")
-    out = tmp_path / "out"
+    out, scratch = tmp_path / "out", tmp_path / "tmp"
+    scratch.mkdir()
     result = subprocess.run(
         [sys.executable, "-m", "cookiecutter", "--no-input", "--output-dir", str(out),
          str(TEMPLATE)], capture_output=True, text=True, timeout=120,
-        env={**os.environ, "GIT_CONFIG_GLOBAL": str(config), "GIT_CONFIG_NOSYSTEM": "1"})
+        env={**os.environ, "GIT_CONFIG_GLOBAL": str(config), "GIT_CONFIG_NOSYSTEM": "1",
+             "TMPDIR": str(scratch)})
     assert result.returncode == 0, result.stderr
+    # Neither rendered hook (the answers in them) is left in the temporary folder.
+    assert list(scratch.iterdir()) == []
     return result.stdout, out / "diabetes-mlops"
 
 
