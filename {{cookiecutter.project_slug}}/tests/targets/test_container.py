@@ -1,16 +1,19 @@
 """The scoring image on a real Docker engine and a real registry: build-image builds it
 from the unmodified Dockerfile and pushes it, and the container targets run it by digest.
 
-Three images are built once per session (versions 1 and 2 of the model, and 3: version
-2 with scoring code that fails on part of the traffic; the later builds reuse the
-dependency layers) and pushed to the registry of scripts/container-engine.sh
+Three images are built once per run, by the first of pytest-xdist's workers to need them
+(versions 1 and 2 of the model, and 3: version 2 with scoring code that fails on part of
+the traffic; the later builds reuse the dependency layers) and pushed to the registry of
+scripts/container-engine.sh
 on 127.0.0.1:5050. Every test then works on its own copy of that project, on its own
 ports, and removes its containers at the end. Without an engine, a registry or the base
 image, the tests skip and say which is missing (`make engine` provides all three where
 the machine allows it).
 """
+import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import time
@@ -65,9 +68,29 @@ def blocker(settings):
 def pushed(tmp_path_factory, migrated_database):
     """A git checkout with versions 1 (alpha 1.0), 2 (alpha 0.1) and 3 (alpha 0.1, scoring
     broken on part of the traffic) registered, their images built and pushed to the local
-    registry. Nothing runs. Tests copy it."""
-    root = copy_project(tmp_path_factory.mktemp("containers") / "project", migrated_database,
-                        image_build="auto")
+    registry. Nothing runs. Tests copy it.
+
+    Built once per run: `--dist worksteal` can give this module's tests to two workers,
+    and each built all three (about 9 s of a worker, twice in one measured run). The
+    first worker builds it in the run's temporary folder, under a lock; the others wait
+    for it and share it, read-only as within one worker."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above each worker's own
+    with open(shared / "containers.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        root = shared / "containers" / "project"
+        if not (shared / "containers" / "built").exists():
+            shutil.rmtree(shared / "containers", ignore_errors=True)  # a build that failed
+            build_pushed(root, migrated_database)
+            (shared / "containers" / "built").touch()
+    with kept_unchanged(root):
+        yield root
+
+
+def build_pushed(root, migrated_database):
+    """Make `pushed` at `root` (or skip, saying what is missing)."""
+    copy_project(root, migrated_database, image_build="auto")
     reason = blocker(load_settings(root / "mlops.toml", environ=CONTAINERS))
     if reason:
         pytest.skip(f"no container tests: {reason}. `make engine` provides what it can (a "
@@ -85,8 +108,6 @@ def pushed(tmp_path_factory, migrated_database):
                                  environ={**CONTAINERS, "MLOPS_TRAINING_ALPHA": alpha})
         build_image(settings, LocalBackend(settings).train_gate_register(), push=True)
     score.write_text(healthy)
-    with kept_unchanged(root):
-        yield root
 
 
 @pytest.fixture
