@@ -257,6 +257,23 @@ def test_coverage_and_junit_reports_come_from_pyproject_settings(tmp_path):
     assert 'tests="1"' in junit.read_text() and 'failures="0"' in junit.read_text()
 
 
+def test_a_run_keeps_the_temporary_folders_of_failed_tests_only(tmp_path):
+    """What a run leaves in the temporary folder (each test copies the project and its
+    store): a passed test's folder goes, a failed test's stays for a look."""
+    probe = tmp_path / "test_probe.py"
+    probe.write_text("def test_passes(tmp_path):\n    (tmp_path / 'written').write_text('x')\n\n\n"
+                     "def test_fails(tmp_path):\n    (tmp_path / 'written').write_text('x')\n"
+                     "    assert False\n")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    result = run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
+                 "-p", "no:randomly", "-c", "pyproject.toml", "--rootdir", ".", str(probe),
+                 env={**os.environ, "TMPDIR": str(scratch)})
+    assert result.returncode == 1, result.stdout + result.stderr  # the one failure
+    kept = sorted(path.parent.name for path in scratch.rglob("written"))
+    assert kept == ["test_fails0"], kept
+
+
 # --- the dependency audit --------------------------------------------------------------
 
 class OsvStub(JsonHandler):
