@@ -1,11 +1,13 @@
 """Models and files read from MLflow into memory, leaving no download behind.
 
-Given no destination, MLflow downloads a `models:/` or `runs:/` artifact into a new
-temporary folder that it never removes: every evaluate (challenger and champion),
-register (the sample predictions) and monitor (the reference sample) left a copy of the
-model or the sample in the temp folder, which grows by a model's size each time on a
-laptop or a build agent that keeps it. These download into a folder of their own,
-removed once what was read is in memory.
+Given no destination, MLflow downloads an artifact (a model from a remote registry, as
+Azure ML's or an MLflow server; a run's file from any store) into a new temporary folder
+that it never removes: evaluate (challenger and champion), register (the sample
+predictions) and monitor (the reference sample) each left a copy of the model or the
+sample there, a model's size more each time on a laptop or build agent that keeps its
+temp folder. These download into a folder of their own, removed once what was read is
+in memory (from a local store, where MLflow would hand out the store's own files, that
+is one copy more, as short-lived).
 """
 import tempfile
 
