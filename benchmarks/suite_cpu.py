@@ -162,12 +162,11 @@ def origin(pid, records_by_pid, argvs):
     return None, "", False
 
 
-def kind(pid, records_by_pid, argvs):
-    """What a process was: from its argv, its parent's (a fork) or, for what is no Python
-    of this interpreter, its command name."""
-    argv, _, forked = origin(pid, records_by_pid, argvs)
+def kind(argv, forked, name):
+    """What a process was, from its origin (argv, forked) or, for what is no Python of this
+    interpreter (argv None), its command name `name`."""
     if argv is None:
-        return f"other: {records_by_pid.get(pid, (pid, 0, 0.0, ''))[3]}"
+        return f"other: {name}"
     words = " ".join(" ".join(argv[1:8]).split())  # a -c script's lines on one line
     if "gunicorn" in words:
         return "scoring server: gunicorn " + ("worker (fork)" if forked else "master")
@@ -188,11 +187,11 @@ def report(records, argvs, wall, machine, reference, top, tests):
     records_by_pid = {record[0]: record for record in records}
     rows = collections.defaultdict(lambda: [0, 0.0])
     by_test = collections.defaultdict(lambda: [0, 0.0])
-    for pid, _, cpu, _ in records:
-        row = rows[kind(pid, records_by_pid, argvs)]
+    for pid, _, cpu, name in records:
+        argv, test, forked = origin(pid, records_by_pid, argvs)
+        row = rows[kind(argv, forked, name)]
         row[0] += 1
         row[1] += cpu
-        test = origin(pid, records_by_pid, argvs)[1]
         if test:
             by_test[test][0] += 1
             by_test[test][1] += cpu

@@ -4,11 +4,10 @@ from the unmodified Dockerfile and pushes it, and the container targets run it b
 Three images are built once per run, by the first of pytest-xdist's workers to need them
 (versions 1 and 2 of the model, and 3: version 2 with scoring code that fails on part of
 the traffic; the later builds reuse the dependency layers) and pushed to the registry of
-scripts/container-engine.sh
-on 127.0.0.1:5050. Every test then works on its own copy of that project, on its own
-ports, and removes its containers at the end. Without an engine, a registry or the base
-image, the tests skip and say which is missing (`make engine` provides all three where
-the machine allows it).
+scripts/container-engine.sh on 127.0.0.1:5050. Every test then works on its own copy of
+that project, on its own ports, and removes its containers at the end. Without an
+engine, a registry or the base image, the tests skip and say which is missing (`make
+engine` provides all three where the machine allows it).
 """
 import fcntl
 import json
