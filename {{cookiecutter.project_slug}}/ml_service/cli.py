@@ -1,6 +1,7 @@
 """`python -m ml_service <stage>`: the thin CLI that CI steps and people call."""
 import argparse
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -31,6 +32,21 @@ STAGES = {
     "predict": predict,
     "monitor": monitor,
 }
+
+# A stage runs in a process of its own, whose objects are mostly the libraries it imports
+# (MLflow, scikit-learn, pandas, SQLAlchemy), alive until it exits. Python's full garbage
+# collection walks them all again whenever they have grown by a quarter and the middle
+# generation has been collected 10 times: 15-20 % of a stage's CPU (evaluate: 1.2-1.4 of
+# 6.5-7.5 CPU-s, timed with gc.callbacks). After every 100th it is 0.2 CPU-s, at the same
+# peak memory; the young generations still free the cycles a stage discards.
+FULL_COLLECTION_AFTER = 100
+
+
+def collect_less_often():
+    """In this process, a full garbage collection only after every FULL_COLLECTION_AFTER-th
+    collection of the middle generation (see above)."""
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_AFTER)
 
 
 def add_global_options(parser, default=None):
@@ -88,6 +104,7 @@ def _interrupt(signum, frame):
 
 
 def main(argv=None):
+    collect_less_often()
     args = build_parser().parse_args(argv)
     configure_logging(args.debug)
     # SIGTERM (CI cancelling a job, `kill`) unwinds like Ctrl-C, so the release steps'

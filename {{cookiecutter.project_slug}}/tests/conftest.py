@@ -7,6 +7,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from ml_service.cli import collect_less_often
 from ml_service.config import load_settings
 from tests.helpers.project import PROJECT_ROOT, copy_project, kept_unchanged
 
@@ -17,6 +18,11 @@ from tests.helpers.project import PROJECT_ROOT, copy_project, kept_unchanged
 CALLER_VARIABLES = ("MLOPS_", "MLFLOW_", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY", "GITHUB_ENV",
                     "TF_BUILD", "STAGING_SCORING_KEY", "PRODUCTION_SCORING_KEY", "SCORING_KEY",
                     "EDGE_SCORING_KEY", "ACR_USERNAME", "ACR_PASSWORD")
+
+# A test process imports what the stages import and keeps it, with the module-scoped
+# fixtures, for the whole run: Python's full collections were 16 % of one's CPU (6.1 of
+# 38.6 CPU-s), 2.9 CPU-s with the CLI's setting.
+collect_less_often()
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle

@@ -167,6 +167,19 @@ def test_help_imports_none_of_the_heavy_packages():
     assert result.stdout.strip() == "[]"
 
 
+def test_a_stage_process_collects_the_oldest_generation_rarely():
+    """A stage's process runs Python's full garbage collections 10 times more rarely than
+    Python would (cli.collect_less_often): set before the arguments are read, so for every
+    verb, a usage error included."""
+    code = ("import gc\nfrom ml_service.cli import main\n"
+            "print(gc.get_threshold()[2])\n"
+            "try:\n    main(['no-such-verb'])\nexcept SystemExit:\n    pass\n"
+            "print(gc.get_threshold()[2])")
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, text=True,
+                            capture_output=True, env=cli_env(), timeout=60)
+    assert result.stdout.split() == ["10", "100"], result.stderr
+
+
 def test_stop_clear_desired_state_resets_production_and_commits_it(run_cli, project):
     """The documented way out when production's version cannot be rolled back from (the
     oldest release) nor be the gate's champion: production names no version again."""
