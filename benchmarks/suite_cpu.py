@@ -168,11 +168,15 @@ def kind(argv, forked, name):
     if argv is None:
         return f"other: {name}"
     words = " ".join(" ".join(argv[1:8]).split())  # a -c script's lines on one line
-    if "gunicorn" in words:
+    # The program run: a script's name (.venv/bin/gunicorn) or a module's (-m pytest);
+    # not a word of its arguments, which name paths such as scoring/gunicorn.conf.py and
+    # pytest's temporary folders (/tmp/pytest-of-<user>/...) for other tools and probes.
+    program = argv[2] if argv[1:2] == ["-m"] else Path(argv[1]).name if argv[1:] else ""
+    if program == "gunicorn":
         return "scoring server: gunicorn " + ("worker (fork)" if forked else "master")
-    if "ml_service" in argv[1:3]:
+    if program == "ml_service":
         return "CLI: python -m ml_service " + cli_verb(argv[argv.index("ml_service") + 1:])
-    if "pytest" in words or "exec(eval(sys.stdin.readline()))" in words:
+    if program == "pytest" or "exec(eval(sys.stdin.readline()))" in words:
         return "pytest and its xdist workers (tests run in-process)" + (
             " (fork)" if forked else "")
     if "traffic_split" in words:

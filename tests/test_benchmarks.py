@@ -72,3 +72,23 @@ def test_suite_cpu_names_a_cli_process_by_its_verb_past_the_options_before_it():
     assert suite_cpu.cli_verb(["--config", "other.toml", "train", "--x"]) == "train"
     assert suite_cpu.cli_verb(["deploy", "--target", "staging"]) == "deploy"
     assert suite_cpu.cli_verb(["--debug"]) == ""
+
+
+def test_suite_cpu_names_a_process_by_its_program_not_by_the_paths_it_is_given():
+    python = "/venv/bin/python"
+    pytest_kind = "pytest and its xdist workers (tests run in-process)"
+    assert suite_cpu.kind([python, "-m", "pytest", "-q"], False, "python") == pytest_kind
+    assert suite_cpu.kind([python, "/venv/bin/pytest", "-x"], False, "python") == pytest_kind
+    assert suite_cpu.kind([python, "-u", "-c", "import sys;exec(eval(sys.stdin.readline()))"],
+                          False, "python") == pytest_kind
+    scan = [python, "-m", "detect_secrets.pre_commit_hook", "--baseline", ".secrets.baseline",
+            "/tmp/pytest-of-root/pytest-3/test_no_secret0/checkout/cd.yml"]
+    assert suite_cpu.kind(scan, False, "python").startswith("python: -m detect_secrets")
+    server = [python, "/venv/bin/gunicorn", "--config", "scoring/gunicorn.conf.py"]
+    assert suite_cpu.kind(server, False, "python") == "scoring server: gunicorn master"
+    assert suite_cpu.kind(server, True, "python") == "scoring server: gunicorn worker (fork)"
+    probe = [python, "-c", "import runpy, sys; runpy.run_path(sys.argv[1])",
+             "scoring/gunicorn.conf.py"]
+    assert suite_cpu.kind(probe, False, "python").startswith("python: -c import runpy")
+    assert suite_cpu.kind([python, "-m", "ml_service", "--debug", "train"], False,
+                          "python") == "CLI: python -m ml_service train"
