@@ -179,7 +179,7 @@ def kind(argv, forked, name):
     if program == "pytest" or "exec(eval(sys.stdin.readline()))" in words:
         return "pytest and its xdist workers (tests run in-process)" + (
             " (fork)" if forked else "")
-    if "traffic_split" in words:
+    if program == "traffic_split.py":
         return "traffic split (canary front)"
     return "python: " + words[:60] + (" (fork)" if forked else "")
 

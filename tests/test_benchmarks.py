@@ -92,3 +92,7 @@ def test_suite_cpu_names_a_process_by_its_program_not_by_the_paths_it_is_given()
     assert suite_cpu.kind(probe, False, "python").startswith("python: -c import runpy")
     assert suite_cpu.kind([python, "-m", "ml_service", "--debug", "train"], False,
                           "python") == "CLI: python -m ml_service train"
+    split = [python, "/p/ml_service/targets/traffic_split.py", "--port", "8000"]
+    assert suite_cpu.kind(split, False, "python") == "traffic split (canary front)"
+    tail = [python, "-m", "flake8", "ml_service/targets/traffic_split.py"]
+    assert suite_cpu.kind(tail, False, "python").startswith("python: -m flake8")
